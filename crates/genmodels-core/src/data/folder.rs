@@ -1,0 +1,227 @@
+//! Folders of PNG/JPEG images, resized (shorter side) and centre-cropped to a square size.
+//! Sub-folders, when present, are classes (sorted by name), as in torchvision's `ImageFolder`.
+
+use super::{u8_to_unit, Dataset};
+use crate::{Error, Result};
+use image::imageops::FilterType;
+use std::path::{Path, PathBuf};
+
+/// Images decoded lazily from files; the loader decodes a batch in parallel.
+pub struct ImageFolder {
+    files: Vec<(PathBuf, Option<i64>)>,
+    classes: Vec<String>,
+    size: u32,
+    channels: u8,
+    root: PathBuf,
+}
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
+}
+
+fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = e.map_err(|e| Error::io(dir, e))?.path();
+        if p.is_file() && is_image(&p) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl ImageFolder {
+    /// Opens `root`: images directly inside it (no labels) or in class sub-folders.
+    /// `channels` is 1 (grey) or 3 (RGB); `size` the output side in pixels.
+    pub fn open(root: &Path, size: u32, channels: u8) -> Result<Self> {
+        if channels != 1 && channels != 3 {
+            return Err(Error::invalid(format!(
+                "channels must be 1 or 3, got {channels}"
+            )));
+        }
+        if size == 0 {
+            return Err(Error::invalid("image size must be positive"));
+        }
+        if !root.is_dir() {
+            return Err(Error::bad_data(root, "not a folder of images"));
+        }
+        let mut files: Vec<(PathBuf, Option<i64>)> =
+            list_images(root)?.into_iter().map(|p| (p, None)).collect();
+        let mut classes = Vec::new();
+        if files.is_empty() {
+            let mut subdirs: Vec<PathBuf> = std::fs::read_dir(root)
+                .map_err(|e| Error::io(root, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect();
+            subdirs.sort();
+            for d in subdirs {
+                let imgs = list_images(&d)?;
+                if imgs.is_empty() {
+                    continue;
+                }
+                let label = classes.len() as i64;
+                classes.push(
+                    d.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
+                files.extend(imgs.into_iter().map(|p| (p, Some(label))));
+            }
+        }
+        if files.is_empty() {
+            return Err(Error::bad_data(
+                root,
+                "no .png/.jpg/.jpeg files found (directly or in class sub-folders)",
+            ));
+        }
+        Ok(ImageFolder {
+            files,
+            classes,
+            size,
+            channels,
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Class names, in label order (empty when the folder has no class sub-folders).
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The file behind example `i`.
+    pub fn path(&self, i: usize) -> &Path {
+        &self.files[i].0
+    }
+}
+
+/// Decodes one image file into `out` (CHW in [-1, 1]) after resizing its shorter side to `size`
+/// (Catmull-Rom) and centre-cropping.
+pub fn decode_image_into(path: &Path, size: u32, channels: u8, out: &mut [f32]) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = image::load_from_memory(&bytes).map_err(|e| {
+        Error::bad_data(
+            path,
+            format!("cannot decode as an image ({e}); expected a PNG or JPEG file"),
+        )
+    })?;
+    let (w, h) = (img.width(), img.height());
+    if w == 0 || h == 0 {
+        return Err(Error::bad_data(path, "image has zero width or height"));
+    }
+    let img = if w != size || h != size {
+        let scale = size as f64 / w.min(h) as f64;
+        let (nw, nh) = (
+            ((w as f64 * scale).round() as u32).max(size),
+            ((h as f64 * scale).round() as u32).max(size),
+        );
+        let r = img.resize_exact(nw, nh, FilterType::CatmullRom);
+        r.crop_imm((nw - size) / 2, (nh - size) / 2, size, size)
+    } else {
+        img
+    };
+    let plane = (size * size) as usize;
+    match channels {
+        1 => {
+            let g = img.to_luma8();
+            for (o, p) in out[..plane].iter_mut().zip(g.as_raw()) {
+                *o = u8_to_unit(*p);
+            }
+        }
+        _ => {
+            let rgb = img.to_rgb8();
+            for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    out[c * plane + i] = u8_to_unit(px[c]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Dataset for ImageFolder {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+    fn example_shape(&self) -> Vec<i64> {
+        vec![self.channels as i64, self.size as i64, self.size as i64]
+    }
+    fn num_classes(&self) -> Option<usize> {
+        (!self.classes.is_empty()).then_some(self.classes.len())
+    }
+    fn get(&self, idx: usize, out: &mut [f32]) -> Result<Option<i64>> {
+        let (p, label) = self.files.get(idx).ok_or_else(|| {
+            Error::invalid(format!(
+                "index {idx} out of range for {} images",
+                self.files.len()
+            ))
+        })?;
+        decode_image_into(p, self.size, self.channels, out)?;
+        Ok(*label)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "image folder {} ({} images, {}x{}x{})",
+            self.root.display(),
+            self.files.len(),
+            self.channels,
+            self.size,
+            self.size
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_class_folders_and_resizes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (cls, shade) in [("a", 0u8), ("b", 255u8)] {
+            std::fs::create_dir(dir.path().join(cls)).unwrap();
+            let img = image::RgbImage::from_pixel(20, 10, image::Rgb([shade, shade, shade]));
+            img.save(dir.path().join(cls).join("x.png")).unwrap();
+        }
+        let ds = ImageFolder::open(dir.path(), 8, 3).unwrap();
+        assert_eq!(ds.len(), 2);
+        assert_eq!(ds.classes(), &["a".to_string(), "b".to_string()]);
+        let mut buf = vec![0f32; 3 * 64];
+        assert_eq!(ds.get(1, &mut buf).unwrap(), Some(1));
+        assert!(buf.iter().all(|v| (*v - 1.0).abs() < 1e-6));
+        assert_eq!(ds.get(0, &mut buf).unwrap(), Some(0));
+        assert!(buf.iter().all(|v| (*v + 1.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn a_png_that_is_not_a_png_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fake.png"), b"this is text, not an image").unwrap();
+        let ds = ImageFolder::open(dir.path(), 8, 1).unwrap();
+        let mut buf = vec![0f32; 64];
+        let err = ds.get(0, &mut buf).unwrap_err().to_string();
+        assert!(
+            err.contains("fake.png") && err.contains("cannot decode"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ImageFolder::open(dir.path(), 8, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no .png"), "{err}");
+        assert!(ImageFolder::open(dir.path(), 8, 2).is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! Naming data on the command line: a short spec string that also travels in checkpoints, so a
+//! resumed run reopens the same data.
+
+use super::{
+    shared, CsvDigits, DataLoader, IdxDataset, IdxSplit, ImageFolder, Mixture2d, MixtureKind,
+    TextBatches, TextCorpus, TextSplit, VocabKind,
+};
+use crate::data::{BatchSource, DynDataset};
+use crate::model::DataInfo;
+use crate::{assets_dir, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::Device;
+
+/// A data source, as named on the command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataSpec {
+    /// An MNIST-style IDX folder.
+    Idx { dir: PathBuf, test: bool },
+    /// A folder of PNG/JPEG images.
+    Folder {
+        dir: PathBuf,
+        size: u32,
+        channels: u8,
+    },
+    /// A CSV digit set.
+    Csv { path: PathBuf },
+    /// A synthetic 2-D mixture.
+    Mixture { mixture: MixtureKind, n: usize },
+    /// A text corpus.
+    Text {
+        path: PathBuf,
+        vocab: VocabKind,
+        val_fraction: f64,
+    },
+}
+
+/// The spec strings the command line accepts, for help texts.
+pub const DATA_HELP: &str = "fashion-mnist[:test] | mnist-5k | digits | moby-dick | kjv | ring8 | grid25 | \
+idx:DIR[:test] | folder:DIR[:SIZE[:CHANNELS]] | csv:FILE | text:FILE[:byte] | a path (IDX folder, image folder, .csv[.gz], text file)";
+
+impl DataSpec {
+    /// Parses a spec string (see [`DATA_HELP`]).
+    pub fn parse(s: &str) -> Result<Self> {
+        let a = assets_dir();
+        let (head, rest) = s.split_once(':').unwrap_or((s, ""));
+        let text = |path: PathBuf| DataSpec::Text {
+            path,
+            vocab: VocabKind::Char,
+            val_fraction: 0.1,
+        };
+        Ok(match head {
+            "fashion-mnist" => DataSpec::Idx {
+                dir: a.join("fashion-mnist"),
+                test: rest == "test",
+            },
+            "mnist-5k" => DataSpec::Csv {
+                path: a.join("mnist_5k.csv.gz"),
+            },
+            "digits" => DataSpec::Csv {
+                path: a.join("digits.csv.gz"),
+            },
+            "moby-dick" => text(a.join("text").join("moby-dick.txt")),
+            "kjv" => text(a.join("text").join("kjv.txt")),
+            "ring8" | "grid25" => DataSpec::Mixture {
+                mixture: MixtureKind::parse(head)?,
+                n: 100_000,
+            },
+            "idx" => {
+                let (dir, split) = rest
+                    .rsplit_once(':')
+                    .filter(|(_, t)| *t == "test")
+                    .map_or((rest, false), |(d, _)| (d, true));
+                DataSpec::Idx {
+                    dir: dir.into(),
+                    test: split,
+                }
+            }
+            "folder" => {
+                let mut parts = rest.split(':');
+                let dir = parts.next().unwrap_or_default();
+                let size = parts
+                    .next()
+                    .map(|v| {
+                        v.parse().map_err(|_| {
+                            Error::invalid(format!("folder spec `{s}`: SIZE must be a number"))
+                        })
+                    })
+                    .transpose()?
+                    .unwrap_or(32);
+                let channels = parts
+                    .next()
+                    .map(|v| {
+                        v.parse().map_err(|_| {
+                            Error::invalid(format!("folder spec `{s}`: CHANNELS must be 1 or 3"))
+                        })
+                    })
+                    .transpose()?
+                    .unwrap_or(3);
+                DataSpec::Folder {
+                    dir: dir.into(),
+                    size,
+                    channels,
+                }
+            }
+            "csv" => DataSpec::Csv { path: rest.into() },
+            "text" => {
+                let (p, byte) = rest
+                    .rsplit_once(':')
+                    .filter(|(_, t)| *t == "byte")
+                    .map_or((rest, false), |(p, _)| (p, true));
+                DataSpec::Text {
+                    path: p.into(),
+                    vocab: if byte {
+                        VocabKind::Byte
+                    } else {
+                        VocabKind::Char
+                    },
+                    val_fraction: 0.1,
+                }
+            }
+            _ => Self::from_path(Path::new(s))?,
+        })
+    }
+
+    fn from_path(p: &Path) -> Result<Self> {
+        if p.is_dir() {
+            let has_idx = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok())
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .contains("-images-idx3-ubyte")
+                });
+            return Ok(if has_idx {
+                DataSpec::Idx {
+                    dir: p.into(),
+                    test: false,
+                }
+            } else {
+                DataSpec::Folder {
+                    dir: p.into(),
+                    size: 32,
+                    channels: 3,
+                }
+            });
+        }
+        if p.is_file() {
+            let name = p.to_string_lossy();
+            return Ok(if name.ends_with(".csv") || name.ends_with(".csv.gz") {
+                DataSpec::Csv { path: p.into() }
+            } else {
+                DataSpec::Text {
+                    path: p.into(),
+                    vocab: VocabKind::Char,
+                    val_fraction: 0.1,
+                }
+            });
+        }
+        Err(Error::invalid(format!(
+            "unknown data `{}`: not a known name and no such file or folder; expected {DATA_HELP}",
+            p.display()
+        )))
+    }
+
+    /// Opens the fixed-shape dataset behind an image or point spec.
+    pub fn dataset(&self) -> Result<DynDataset> {
+        Ok(match self {
+            DataSpec::Idx { dir, test } => shared(IdxDataset::open_dir(
+                dir,
+                if *test {
+                    IdxSplit::Test
+                } else {
+                    IdxSplit::Train
+                },
+            )?),
+            DataSpec::Folder {
+                dir,
+                size,
+                channels,
+            } => shared(ImageFolder::open(dir, *size, *channels)?),
+            DataSpec::Csv { path } => shared(CsvDigits::open(path, None)?),
+            DataSpec::Mixture { mixture, n } => shared(Mixture2d::new(*mixture, *n, 0)?),
+            DataSpec::Text { path, .. } => {
+                return Err(Error::invalid(format!(
+                    "{} is text; this model needs images or points",
+                    path.display()
+                )))
+            }
+        })
+    }
+
+    /// Opens the data: a batch source plus what a model needs to know about it. `block` is the
+    /// context length for text data.
+    pub fn open(
+        &self,
+        batch_size: usize,
+        block: Option<usize>,
+        seed: u64,
+        device: Device,
+    ) -> Result<(Box<dyn BatchSource>, DataInfo)> {
+        match self {
+            DataSpec::Text {
+                path,
+                vocab,
+                val_fraction,
+            } => {
+                let corpus = Arc::new(TextCorpus::open(path, *vocab, *val_fraction)?);
+                let block = block.ok_or_else(|| {
+                    Error::invalid("text data needs a model with a context length")
+                })?;
+                let info = DataInfo {
+                    example_shape: vec![block as i64],
+                    num_classes: None,
+                    vocab_size: Some(corpus.vocab.size()),
+                };
+                Ok((
+                    Box::new(TextBatches::new(
+                        corpus,
+                        TextSplit::Train,
+                        block,
+                        batch_size,
+                        seed,
+                        device,
+                    )?),
+                    info,
+                ))
+            }
+            _ => {
+                let ds = self.dataset()?;
+                let info = DataInfo {
+                    example_shape: ds.example_shape(),
+                    num_classes: ds.num_classes(),
+                    vocab_size: None,
+                };
+                Ok((
+                    Box::new(DataLoader::new(ds, batch_size, true, seed, device)?),
+                    info,
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_prefixes() {
+        assert!(matches!(
+            DataSpec::parse("ring8").unwrap(),
+            DataSpec::Mixture {
+                mixture: MixtureKind::Ring8,
+                ..
+            }
+        ));
+        assert!(matches!(
+            DataSpec::parse("fashion-mnist:test").unwrap(),
+            DataSpec::Idx { test: true, .. }
+        ));
+        assert_eq!(
+            DataSpec::parse("folder:/x:64:1").unwrap(),
+            DataSpec::Folder {
+                dir: "/x".into(),
+                size: 64,
+                channels: 1
+            }
+        );
+        assert!(matches!(
+            DataSpec::parse("text:/a.txt:byte").unwrap(),
+            DataSpec::Text {
+                vocab: VocabKind::Byte,
+                ..
+            }
+        ));
+        assert!(DataSpec::parse("folder:/x:big").is_err());
+        let err = DataSpec::parse("/definitely/not/here")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown data"), "{err}");
+        let spec = DataSpec::parse("grid25").unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(serde_json::from_value::<DataSpec>(json).unwrap(), spec);
+    }
+}

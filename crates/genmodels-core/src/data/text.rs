@@ -1,0 +1,308 @@
+//! Text corpora for autoregressive models: character- or byte-level vocabularies and a
+//! train/validation split, batched as random windows the way nanoGPT does.
+
+use super::{Batch, BatchSource};
+use crate::device::step_seed;
+use crate::rng::SplitMix64;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+/// Vocabulary granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VocabKind {
+    /// The sorted set of characters in the corpus (nanoGPT's `shakespeare_char`).
+    Char,
+    /// The 256 byte values; any file works.
+    Byte,
+}
+
+/// A character- or byte-level vocabulary; stored in checkpoints as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vocab {
+    pub kind: VocabKind,
+    /// For `Char`: the characters, in id order.
+    #[serde(default)]
+    pub chars: Vec<char>,
+}
+
+impl Vocab {
+    /// The byte vocabulary.
+    pub fn bytes() -> Self {
+        Vocab {
+            kind: VocabKind::Byte,
+            chars: Vec::new(),
+        }
+    }
+
+    /// The sorted characters of `text`.
+    pub fn chars_of(text: &str) -> Self {
+        let mut chars: Vec<char> = text
+            .chars()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        chars.shrink_to_fit();
+        Vocab {
+            kind: VocabKind::Char,
+            chars,
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        match self.kind {
+            VocabKind::Byte => 256,
+            VocabKind::Char => self.chars.len(),
+        }
+    }
+
+    /// Token ids of `text`; an unknown character is an error naming it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self.kind {
+            VocabKind::Byte => Ok(text.bytes().map(u32::from).collect()),
+            VocabKind::Char => text
+                .chars()
+                .map(|c| {
+                    self.chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
+                        Error::invalid(format!("character {c:?} is not in the vocabulary"))
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Text of token ids (invalid UTF-8 from byte tokens is replaced with U+FFFD).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self.kind {
+            VocabKind::Byte => {
+                let bytes: Vec<u8> = ids
+                    .iter()
+                    .map(|&i| {
+                        u8::try_from(i)
+                            .map_err(|_| Error::invalid(format!("token {i} is not a byte")))
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            VocabKind::Char => ids
+                .iter()
+                .map(|&i| {
+                    self.chars.get(i as usize).copied().ok_or_else(|| {
+                        Error::invalid(format!(
+                            "token {i} is outside the vocabulary of {}",
+                            self.chars.len()
+                        ))
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Which part of a corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextSplit {
+    Train,
+    Val,
+}
+
+/// A tokenised corpus split into a training head and a validation tail (nanoGPT: 90/10).
+pub struct TextCorpus {
+    pub vocab: Vocab,
+    pub train: Vec<u32>,
+    pub val: Vec<u32>,
+    pub source: PathBuf,
+}
+
+impl TextCorpus {
+    /// Reads and tokenises `path`; `val_fraction` of the tokens (at the end) go to validation.
+    pub fn open(path: &Path, kind: VocabKind, val_fraction: f64) -> Result<Self> {
+        if !(0.0..1.0).contains(&val_fraction) {
+            return Err(Error::invalid(format!(
+                "val_fraction must be in [0, 1), got {val_fraction}"
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if bytes.is_empty() {
+            return Err(Error::bad_data(
+                path,
+                "text file is empty: a corpus needs at least a few hundred characters",
+            ));
+        }
+        let (vocab, ids) = match kind {
+            VocabKind::Byte => (
+                Vocab::bytes(),
+                bytes.iter().map(|&b| b as u32).collect::<Vec<_>>(),
+            ),
+            VocabKind::Char => {
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    Error::bad_data(path, format!("not UTF-8 ({e}); use a byte-level vocabulary for binary or mixed encodings"))
+                })?;
+                let v = Vocab::chars_of(&text);
+                let ids = v.encode(&text)?;
+                (v, ids)
+            }
+        };
+        let n_val = (ids.len() as f64 * val_fraction) as usize;
+        let n_train = ids.len() - n_val;
+        if n_train < 2 {
+            return Err(Error::bad_data(
+                path,
+                format!(
+                    "only {} training tokens: too short for next-token training",
+                    n_train
+                ),
+            ));
+        }
+        let val = ids[n_train..].to_vec();
+        let mut train = ids;
+        train.truncate(n_train);
+        Ok(TextCorpus {
+            vocab,
+            train,
+            val,
+            source: path.to_path_buf(),
+        })
+    }
+
+    pub fn tokens(&self, split: TextSplit) -> &[u32] {
+        match split {
+            TextSplit::Train => &self.train,
+            TextSplit::Val => &self.val,
+        }
+    }
+}
+
+/// Random windows of `block + 1` tokens: inputs `x = w[..block]`, targets `y = w[1..]`.
+pub struct TextBatches {
+    corpus: Arc<TextCorpus>,
+    split: TextSplit,
+    block: usize,
+    batch: usize,
+    seed: u64,
+    device: Device,
+}
+
+impl TextBatches {
+    pub fn new(
+        corpus: Arc<TextCorpus>,
+        split: TextSplit,
+        block: usize,
+        batch: usize,
+        seed: u64,
+        device: Device,
+    ) -> Result<Self> {
+        let n = corpus.tokens(split).len();
+        if block == 0 || batch == 0 {
+            return Err(Error::invalid("block size and batch size must be positive"));
+        }
+        if n <= block {
+            return Err(Error::invalid(format!(
+                "the {:?} split has {n} tokens, fewer than block size {block} + 1",
+                split
+            )));
+        }
+        Ok(TextBatches {
+            corpus,
+            split,
+            block,
+            batch,
+            seed,
+            device,
+        })
+    }
+}
+
+impl BatchSource for TextBatches {
+    fn batch_at(&mut self, step: u64) -> Result<Batch> {
+        let toks = self.corpus.tokens(self.split);
+        let mut rng = SplitMix64::new(step_seed(self.seed, step));
+        let mut x = Vec::with_capacity(self.batch * self.block);
+        let mut y = Vec::with_capacity(self.batch * self.block);
+        for _ in 0..self.batch {
+            let o = rng.below(toks.len() - self.block);
+            x.extend(toks[o..o + self.block].iter().map(|&t| t as i64));
+            y.extend(toks[o + 1..o + 1 + self.block].iter().map(|&t| t as i64));
+        }
+        let shape = [self.batch as i64, self.block as i64];
+        Ok(Batch {
+            x: Tensor::from_slice(&x)
+                .reshape(shape)
+                .to_kind(Kind::Int64)
+                .to_device(self.device),
+            y: Some(Tensor::from_slice(&y).reshape(shape).to_device(self.device)),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "text {} ({:?}, vocab {})",
+            self.corpus.source.display(),
+            self.split,
+            self.corpus.vocab.size()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn char_vocab_round_trip_and_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.txt");
+        std::fs::write(&p, "hello world, hello whales!").unwrap();
+        let c = TextCorpus::open(&p, VocabKind::Char, 0.2).unwrap();
+        assert_eq!(c.train.len() + c.val.len(), 26);
+        assert_eq!(c.val.len(), 5);
+        let s = "hello whales";
+        assert_eq!(c.vocab.decode(&c.vocab.encode(s).unwrap()).unwrap(), s);
+        assert!(c.vocab.encode("z").is_err());
+        let b = Vocab::bytes();
+        assert_eq!(b.decode(&b.encode("naïve").unwrap()).unwrap(), "naïve");
+        let json = serde_json::to_string(&c.vocab).unwrap();
+        assert_eq!(serde_json::from_str::<Vocab>(&json).unwrap(), c.vocab);
+    }
+
+    #[test]
+    fn empty_text_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.txt");
+        std::fs::write(&p, "").unwrap();
+        let err = TextCorpus::open(&p, VocabKind::Char, 0.1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("empty.txt") && err.contains("empty"), "{err}");
+        std::fs::write(&p, [0xff, 0xfe, 0x41]).unwrap();
+        assert!(TextCorpus::open(&p, VocabKind::Char, 0.1)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("byte-level"));
+        assert!(TextCorpus::open(&p, VocabKind::Byte, 0.0).is_ok());
+    }
+
+    #[test]
+    fn batches_are_shifted_windows_and_reproducible() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.txt");
+        std::fs::write(&p, "abcdefghijklmnopqrstuvwxyz".repeat(4)).unwrap();
+        let c = Arc::new(TextCorpus::open(&p, VocabKind::Char, 0.1).unwrap());
+        let mut tb = TextBatches::new(c.clone(), TextSplit::Train, 8, 3, 5, Device::Cpu).unwrap();
+        let b = tb.batch_at(7).unwrap();
+        let y = b.y.unwrap();
+        assert_eq!(b.x.size(), vec![3, 8]);
+        // next-character targets: y[t] = x[t] + 1 (mod 26) in this alphabet
+        let expect = (b.x.narrow(1, 1, 7) - y.narrow(1, 0, 7))
+            .abs()
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        assert_eq!(expect, 0);
+        assert!(tb.batch_at(7).unwrap().x.equal(&b.x));
+        assert!(TextBatches::new(c, TextSplit::Val, 200, 1, 0, Device::Cpu).is_err());
+    }
+}

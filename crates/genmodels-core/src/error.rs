@@ -1,0 +1,65 @@
+//! One error type for the core crate. Every message names the file, shape or value that was
+//! wrong and what was expected.
+
+use std::path::PathBuf;
+
+/// Errors raised by `genmodels-core`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A data file whose content is not what its format requires.
+    #[error("{path}: {msg}")]
+    BadData { path: PathBuf, msg: String },
+    /// A checkpoint that does not fit the model it is loaded into; every mismatch is listed.
+    #[error("checkpoint {path} does not fit the model:\n  {}", .problems.join("\n  "))]
+    CheckpointMismatch {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    /// A loss or gradient that became NaN or infinite.
+    #[error(
+        "step {step}: loss `{name}` is {value} (not finite); stopping without writing a checkpoint"
+    )]
+    NonFinite { step: u64, name: String, value: f64 },
+    /// A bad argument or configuration value.
+    #[error("{0}")]
+    Invalid(String),
+    /// An error raised by libtorch.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A JSON (de)serialisation error.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Result alias for the core crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error tied to the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A format error in a data file.
+    pub fn bad_data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::BadData {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// An invalid argument.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+}

@@ -1,0 +1,174 @@
+//! Image output: [-1, 1] <-> u8 conversion, sample grids and single images as PNG, and a plain
+//! scatter plot for 2-D samples.
+
+use crate::checkpoint::write_atomic;
+use crate::{Error, Result};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// [-1, 1] floats to u8 (round half away from zero after mapping to [0, 255], clamped).
+pub fn to_u8(t: &Tensor) -> Tensor {
+    ((t.to_kind(Kind::Float) + 1.0) * 127.5)
+        .round()
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8)
+}
+
+/// u8 to [-1, 1] floats.
+pub fn from_u8(t: &Tensor) -> Tensor {
+    t.to_kind(Kind::Float) / 127.5 - 1.0
+}
+
+fn encode_png(hwc: &[u8], w: u32, h: u32, channels: i64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let color = if channels == 1 {
+        image::ExtendedColorType::L8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut out),
+        hwc,
+        w,
+        h,
+        color,
+    )
+    .map_err(|e| Error::invalid(format!("PNG encoding failed: {e}")))?;
+    Ok(out)
+}
+
+fn check_images(t: &Tensor) -> Result<(i64, i64, i64, i64)> {
+    match t.size().as_slice() {
+        &[n, c, h, w] if c == 1 || c == 3 => Ok((n, c, h, w)),
+        s => Err(Error::invalid(format!(
+            "expected images [N, 1 or 3, H, W], got shape {s:?}"
+        ))),
+    }
+}
+
+/// Writes one image `[C, H, W]` in [-1, 1] as a PNG (atomically).
+pub fn save_image(img: &Tensor, path: &Path) -> Result<()> {
+    save_grid(&img.unsqueeze(0), 1, 0, path)
+}
+
+/// Arranges `images` (`[N, C, H, W]` in [-1, 1]) in rows of `nrow` with `pad` pixels of white
+/// between them, as torchvision's `make_grid`, and writes a PNG.
+pub fn save_grid(images: &Tensor, nrow: i64, pad: i64, path: &Path) -> Result<()> {
+    let (n, c, h, w) = check_images(images)?;
+    if n == 0 || nrow < 1 {
+        return Err(Error::invalid(
+            "a grid needs at least one image and one column",
+        ));
+    }
+    let cols = nrow.min(n);
+    let rows = (n + cols - 1) / cols;
+    let (gh, gw) = (rows * (h + pad) + pad, cols * (w + pad) + pad);
+    let imgs = to_u8(&images.detach().to_device(Device::Cpu));
+    let grid = Tensor::full([c, gh, gw], 255, (Kind::Uint8, Device::Cpu));
+    for i in 0..n {
+        let (r, col) = (i / cols, i % cols);
+        grid.narrow(1, pad + r * (h + pad), h)
+            .narrow(2, pad + col * (w + pad), w)
+            .copy_(&imgs.get(i));
+    }
+    let hwc = grid.permute([1, 2, 0]).contiguous();
+    let mut buf = vec![0u8; hwc.numel()];
+    hwc.copy_data_u8(&mut buf, hwc.numel());
+    write_atomic(path, &encode_png(&buf, gw as u32, gh as u32, c)?)
+}
+
+/// Writes each image of a batch as `prefix_00000.png`, ... into `dir`.
+pub fn save_each(images: &Tensor, dir: &Path, prefix: &str, start: usize) -> Result<usize> {
+    let (n, ..) = check_images(images)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for i in 0..n {
+        save_image(
+            &images.get(i),
+            &dir.join(format!("{prefix}_{:05}.png", start + i as usize)),
+        )?;
+    }
+    Ok(n as usize)
+}
+
+/// A plain scatter plot of 2-D points `[N, 2]` within `[-lim, lim]^2` (for mode-coverage
+/// pictures): data points in grey, samples in blue, on a `size` x `size` canvas.
+pub fn save_scatter(
+    samples: &Tensor,
+    reference: Option<&Tensor>,
+    lim: f64,
+    size: u32,
+    path: &Path,
+) -> Result<()> {
+    let s = size as usize;
+    let mut canvas = vec![255u8; s * s * 3];
+    let mut plot = |pts: &Tensor, rgb: [u8; 3]| -> Result<()> {
+        if pts.dim() != 2 || pts.size()[1] != 2 {
+            return Err(Error::invalid(format!(
+                "scatter expects points [N, 2], got {:?}",
+                pts.size()
+            )));
+        }
+        let v: Vec<f32> = Vec::try_from(
+            pts.detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .flatten(0, -1),
+        )
+        .map_err(Error::Torch)?;
+        for p in v.chunks_exact(2) {
+            let px = ((p[0] as f64 + lim) / (2.0 * lim) * (s as f64 - 1.0)).round();
+            let py = ((lim - p[1] as f64) / (2.0 * lim) * (s as f64 - 1.0)).round();
+            if px < 0.0 || py < 0.0 || px >= s as f64 || py >= s as f64 {
+                continue;
+            }
+            let (x, y) = (px as usize, py as usize);
+            for dy in 0..2usize {
+                for dx in 0..2usize {
+                    let (xx, yy) = ((x + dx).min(s - 1), (y + dy).min(s - 1));
+                    canvas[(yy * s + xx) * 3..(yy * s + xx) * 3 + 3].copy_from_slice(&rgb);
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Some(r) = reference {
+        plot(r, [170, 170, 170])?;
+    }
+    plot(samples, [31, 119, 180])?;
+    write_atomic(path, &encode_png(&canvas, size, size, 3)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u8_round_trip() {
+        let u = Tensor::arange(256, (Kind::Uint8, Device::Cpu));
+        assert!(to_u8(&from_u8(&u)).equal(&u));
+        let x = Tensor::from_slice(&[-2.0f32, -1.0, 0.0, 1.0, 3.0]);
+        assert_eq!(
+            Vec::<u8>::try_from(to_u8(&x)).unwrap(),
+            vec![0, 0, 128, 255, 255]
+        );
+    }
+
+    #[test]
+    fn grid_layout_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.png");
+        let imgs = Tensor::ones([5, 3, 4, 6], (Kind::Float, Device::Cpu)) * -1.0;
+        save_grid(&imgs, 2, 2, &p).unwrap();
+        let g = image::open(&p).unwrap().to_rgb8();
+        assert_eq!((g.width(), g.height()), (2 * 8 + 2, 3 * 6 + 2));
+        assert_eq!(g.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(g.get_pixel(2, 2).0, [0, 0, 0]);
+        let bad = Tensor::zeros([2, 2, 4, 4], (Kind::Float, Device::Cpu));
+        assert!(save_grid(&bad, 2, 2, &p)
+            .unwrap_err()
+            .to_string()
+            .contains("expected images"));
+        let pts = Tensor::zeros([10, 2], (Kind::Float, Device::Cpu));
+        save_scatter(&pts, Some(&pts), 3.0, 64, &dir.path().join("s.png")).unwrap();
+    }
+}

@@ -1,0 +1,332 @@
+//! The one trainer every family uses: it pulls batches, calls the model's step, guards against
+//! NaN/Inf, keeps an EMA, logs JSONL, draws a progress bar, writes sample grids and checkpoints,
+//! and resumes exactly.
+//!
+//! Exact resume: the random draws of step `k` come from a generator seeded with
+//! `step_seed(seed, k)` and the batch of step `k` is a function of `(seed, k)`, so a run resumed
+//! from a checkpoint at step `k` reproduces an uninterrupted run bit for bit (on the same
+//! device and thread count), with only weights, optimiser moments and EMA in the checkpoint.
+
+use crate::checkpoint::{checkpoint_path, Checkpoint, TrainState};
+use crate::data::BatchSource;
+use crate::device::{seed_everything, set_deterministic, step_seed};
+use crate::image_io::{save_grid, save_scatter};
+use crate::model::{load_model_state, Losses, Model, Samples};
+use crate::optim::{Ema, LrSchedule, StepCtx};
+use crate::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Trainer settings; stored in the checkpoint so `resume` needs only the run folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainerConfig {
+    /// Total optimisation steps.
+    pub steps: u64,
+    pub seed: u64,
+    /// Write a JSONL log line every this many steps.
+    pub log_every: u64,
+    /// Write a checkpoint every this many steps (and always at the end).
+    pub checkpoint_every: u64,
+    /// Write a sample grid every this many steps (0: only at the end).
+    pub sample_every: u64,
+    /// Images in each sample grid.
+    pub sample_count: usize,
+    /// Keep an EMA of the model's `ema_store` with this decay.
+    pub ema_decay: Option<f64>,
+    /// Clip each optimiser's global gradient norm.
+    pub grad_clip: Option<f64>,
+    pub lr_schedule: LrSchedule,
+    /// Draw a progress bar (on stderr).
+    pub progress: bool,
+    /// No cuDNN autotuning, reproducible cuBLAS (slower on GPUs).
+    pub deterministic: bool,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            steps: 1000,
+            seed: 0,
+            log_every: 10,
+            checkpoint_every: 500,
+            sample_every: 500,
+            sample_count: 64,
+            ema_decay: None,
+            grad_clip: None,
+            lr_schedule: LrSchedule::Constant,
+            progress: true,
+            deterministic: false,
+        }
+    }
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub elapsed_s: f64,
+    pub last_losses: Losses,
+    pub checkpoint: PathBuf,
+}
+
+/// Files of a run folder.
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn checkpoint(&self) -> PathBuf {
+        checkpoint_path(&self.0)
+    }
+    pub fn log(&self) -> PathBuf {
+        self.0.join("train.jsonl")
+    }
+    pub fn samples(&self) -> PathBuf {
+        self.0.join("samples")
+    }
+}
+
+/// Runs the training loop.
+pub struct Trainer {
+    pub cfg: TrainerConfig,
+    /// Recorded in checkpoints so `resume` can rebuild the data source.
+    pub data_spec: serde_json::Value,
+}
+
+fn fmt_losses(l: &Losses) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+impl Trainer {
+    pub fn new(cfg: TrainerConfig, data_spec: serde_json::Value) -> Self {
+        Trainer { cfg, data_spec }
+    }
+
+    fn make_checkpoint(
+        &self,
+        model: &dyn Model,
+        ema: Option<&Ema>,
+        step: u64,
+        elapsed: f64,
+    ) -> Checkpoint {
+        let state = TrainState {
+            step,
+            seed: self.cfg.seed,
+            elapsed_s: elapsed,
+            trainer: serde_json::to_value(&self.cfg).unwrap_or_default(),
+            data: self.data_spec.clone(),
+        };
+        let mut ck = Checkpoint::new(model.name(), model.config_json(), state);
+        for (name, vs) in model.var_stores() {
+            ck.add_var_store(&format!("model/{name}"), vs);
+        }
+        model.save_optimizers(&mut ck);
+        if let Some(e) = ema {
+            e.save_state("ema", &mut ck);
+        }
+        ck
+    }
+
+    /// Writes samples of `model` (EMA weights when kept) to `path` (PNG grid, scatter or text).
+    pub fn write_samples(
+        model: &mut dyn Model,
+        ema: Option<&Ema>,
+        n: usize,
+        path_stem: &Path,
+    ) -> Result<PathBuf> {
+        let samples = match ema {
+            Some(e) => e.with_averaged(|| model.sample(n))?,
+            None => model.sample(n)?,
+        };
+        write_samples_to(&samples, path_stem)
+    }
+
+    /// Trains `model` on `source` into `run_dir`, from scratch or from `resume_from`.
+    pub fn run(
+        &self,
+        model: &mut dyn Model,
+        source: &mut dyn BatchSource,
+        run_dir: &Path,
+        resume_from: Option<&Checkpoint>,
+    ) -> Result<TrainSummary> {
+        let cfg = &self.cfg;
+        if cfg.steps == 0 {
+            return Err(Error::invalid("steps must be positive"));
+        }
+        let rd = RunDir(run_dir.to_path_buf());
+        std::fs::create_dir_all(rd.samples()).map_err(|e| Error::io(rd.samples(), e))?;
+        set_deterministic(cfg.deterministic);
+        let mut ema = match (cfg.ema_decay, model.ema_store()) {
+            (Some(d), Some(vs)) => Some(Ema::new(vs, d)?),
+            (Some(_), None) => {
+                return Err(Error::invalid(format!(
+                    "model {} keeps no EMA store; drop --ema",
+                    model.name()
+                )))
+            }
+            _ => None,
+        };
+        let ck_path = rd.checkpoint();
+        let (start, mut elapsed) = match resume_from {
+            Some(ck) => {
+                load_model_state(model, ck, &ck_path, true)?;
+                if let Some(e) = ema.as_mut() {
+                    e.load_state("ema", ck, &ck_path)?;
+                }
+                truncate_log(&rd.log(), ck.meta.state.step)?;
+                (ck.meta.state.step, ck.meta.state.elapsed_s)
+            }
+            None => {
+                let _ = std::fs::remove_file(rd.log());
+                (0, 0.0)
+            }
+        };
+        if start >= cfg.steps {
+            return Err(Error::invalid(format!(
+                "the run is already at step {start} of {}; ask for more steps to continue",
+                cfg.steps
+            )));
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(rd.log())
+            .map_err(|e| Error::io(rd.log(), e))?;
+        let bar = if cfg.progress {
+            let b = ProgressBar::new(cfg.steps);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} eta {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.set_position(start);
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.println(format!(
+            "training {} on {} from step {start}",
+            model.name(),
+            source.describe()
+        ));
+        let t0 = Instant::now();
+        let base_elapsed = elapsed;
+        let mut last = Losses::new();
+        for step in start..cfg.steps {
+            seed_everything(step_seed(cfg.seed, step));
+            let batch = source.batch_at(step)?;
+            let ctx = StepCtx {
+                step,
+                lr_scale: cfg.lr_schedule.factor(step),
+                grad_clip: cfg.grad_clip,
+            };
+            let losses = model.train_step(&batch, &ctx)?;
+            if let Some((name, v)) = losses.iter().find(|(_, v)| !v.is_finite()) {
+                bar.abandon_with_message("stopped: non-finite loss");
+                let line = serde_json::json!({"step": step + 1, "error": format!("{name} is {v}")});
+                let _ = writeln!(log, "{line}");
+                return Err(Error::NonFinite {
+                    step: step + 1,
+                    name: name.clone(),
+                    value: *v,
+                });
+            }
+            if let Some(e) = ema.as_mut() {
+                e.update();
+            }
+            let done = step + 1;
+            elapsed = base_elapsed + t0.elapsed().as_secs_f64();
+            bar.set_position(done);
+            bar.set_message(fmt_losses(&losses));
+            if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
+                let mut obj = serde_json::Map::new();
+                obj.insert("step".into(), done.into());
+                obj.insert("time_s".into(), elapsed.into());
+                obj.insert("lr_scale".into(), ctx.lr_scale.into());
+                for (k, v) in &losses {
+                    obj.insert(k.clone(), (*v).into());
+                }
+                writeln!(log, "{}", serde_json::Value::Object(obj))
+                    .map_err(|e| Error::io(rd.log(), e))?;
+            }
+            if cfg.sample_every > 0 && done % cfg.sample_every == 0 && done != cfg.steps {
+                Self::write_samples(
+                    model,
+                    ema.as_ref(),
+                    cfg.sample_count,
+                    &rd.samples().join(format!("step_{done:07}")),
+                )?;
+            }
+            if done % cfg.checkpoint_every.max(1) == 0 && done != cfg.steps {
+                self.make_checkpoint(model, ema.as_ref(), done, elapsed)
+                    .save(&ck_path)?;
+            }
+            last = losses;
+        }
+        self.make_checkpoint(model, ema.as_ref(), cfg.steps, elapsed)
+            .save(&ck_path)?;
+        Self::write_samples(
+            model,
+            ema.as_ref(),
+            cfg.sample_count,
+            &rd.samples().join(format!("step_{:07}", cfg.steps)),
+        )?;
+        bar.finish_with_message(fmt_losses(&last));
+        Ok(TrainSummary {
+            steps: cfg.steps,
+            elapsed_s: elapsed,
+            last_losses: last,
+            checkpoint: ck_path,
+        })
+    }
+}
+
+/// Writes samples next to `stem`: `stem.png` (grid or scatter) or `stem.txt`.
+pub fn write_samples_to(samples: &Samples, stem: &Path) -> Result<PathBuf> {
+    match samples {
+        Samples::Images(t) => {
+            let p = stem.with_extension("png");
+            let nrow = (t.size()[0] as f64).sqrt().ceil() as i64;
+            save_grid(t, nrow.max(1), 2, &p)?;
+            Ok(p)
+        }
+        Samples::Points(t) => {
+            let p = stem.with_extension("png");
+            let lim = (t.abs().max().double_value(&[]) * 1.1).clamp(1.0, 10.0);
+            save_scatter(t, None, lim, 400, &p)?;
+            Ok(p)
+        }
+        Samples::Text(v) => {
+            let p = stem.with_extension("txt");
+            crate::checkpoint::write_atomic(&p, v.join("\n---\n").as_bytes())?;
+            Ok(p)
+        }
+    }
+}
+
+/// Drops log lines past `step` (they belong to the part of a run that a resume replays).
+fn truncate_log(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    crate::checkpoint::write_atomic(path, out.as_bytes())
+}

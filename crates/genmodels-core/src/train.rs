@@ -27,6 +27,8 @@ pub struct TrainerConfig {
     /// Total optimisation steps.
     pub steps: u64,
     pub seed: u64,
+    /// Examples per batch (used to build the data source; recorded for `resume`).
+    pub batch_size: usize,
     /// Write a JSONL log line every this many steps.
     pub log_every: u64,
     /// Write a checkpoint every this many steps (and always at the end).
@@ -51,6 +53,7 @@ impl Default for TrainerConfig {
         TrainerConfig {
             steps: 1000,
             seed: 0,
+            batch_size: 64,
             log_every: 10,
             checkpoint_every: 500,
             sample_every: 500,

@@ -66,7 +66,7 @@ impl Model for TinyGan {
         self.opt_d.backward_step(&d_loss, ctx);
         let mut g_loss = GanLoss::NonSaturating.g_loss(&self.d.forward(&fake));
         if self.poison_at == Some(ctx.step) {
-            g_loss = g_loss * f64::NAN;
+            g_loss *= f64::NAN;
         }
         self.opt_g.backward_step(&g_loss, ctx);
         Ok(vec![

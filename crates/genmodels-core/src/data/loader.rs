@@ -152,8 +152,7 @@ impl DataLoader {
             }
             self.epoch_cache = Some((epoch, idx));
         }
-        &self
-            .epoch_cache
+        self.epoch_cache
             .as_ref()
             .map(|c| c.1.as_slice())
             .unwrap_or(&[])

@@ -193,53 +193,76 @@ impl DataSpec {
         })
     }
 
-    /// Opens the data: a batch source plus what a model needs to know about it. `block` is the
-    /// context length for text data.
-    pub fn open(
-        &self,
-        batch_size: usize,
-        block: Option<usize>,
-        seed: u64,
-        device: Device,
-    ) -> Result<(Box<dyn BatchSource>, DataInfo)> {
+    /// Opens the data once; ask the result for its [`DataInfo`] and then for a batch source.
+    pub fn load(&self) -> Result<OpenData> {
         match self {
             DataSpec::Text {
                 path,
                 vocab,
                 val_fraction,
-            } => {
-                let corpus = Arc::new(TextCorpus::open(path, *vocab, *val_fraction)?);
+            } => Ok(OpenData::Text(Arc::new(TextCorpus::open(
+                path,
+                *vocab,
+                *val_fraction,
+            )?))),
+            _ => Ok(OpenData::Fixed(self.dataset()?)),
+        }
+    }
+}
+
+/// Data opened from a [`DataSpec`].
+pub enum OpenData {
+    /// Images or points.
+    Fixed(DynDataset),
+    /// A tokenised corpus.
+    Text(Arc<TextCorpus>),
+}
+
+impl OpenData {
+    /// What a model needs to know to choose its default config.
+    pub fn info(&self) -> DataInfo {
+        match self {
+            OpenData::Fixed(ds) => DataInfo {
+                example_shape: ds.example_shape(),
+                num_classes: ds.num_classes(),
+                vocab_size: None,
+            },
+            OpenData::Text(c) => DataInfo {
+                example_shape: vec![],
+                num_classes: None,
+                vocab_size: Some(c.vocab.size()),
+            },
+        }
+    }
+
+    /// Shuffled training batches; `block` is the context length for text.
+    pub fn source(
+        &self,
+        batch_size: usize,
+        block: Option<usize>,
+        seed: u64,
+        device: Device,
+    ) -> Result<Box<dyn BatchSource>> {
+        match self {
+            OpenData::Fixed(ds) => Ok(Box::new(DataLoader::new(
+                ds.clone(),
+                batch_size,
+                true,
+                seed,
+                device,
+            )?)),
+            OpenData::Text(c) => {
                 let block = block.ok_or_else(|| {
-                    Error::invalid("text data needs a model with a context length")
+                    Error::invalid("text data needs a model with a context length (block_size)")
                 })?;
-                let info = DataInfo {
-                    example_shape: vec![block as i64],
-                    num_classes: None,
-                    vocab_size: Some(corpus.vocab.size()),
-                };
-                Ok((
-                    Box::new(TextBatches::new(
-                        corpus,
-                        TextSplit::Train,
-                        block,
-                        batch_size,
-                        seed,
-                        device,
-                    )?),
-                    info,
-                ))
-            }
-            _ => {
-                let ds = self.dataset()?;
-                let info = DataInfo {
-                    example_shape: ds.example_shape(),
-                    num_classes: ds.num_classes(),
-                    vocab_size: None,
-                };
-                Ok((
-                    Box::new(DataLoader::new(ds, batch_size, true, seed, device)?),
-                    info,
-                ))
+                Ok(Box::new(TextBatches::new(
+                    c.clone(),
+                    TextSplit::Train,
+                    block,
+                    batch_size,
+                    seed,
+                    device,
+                )?))
             }
         }
     }

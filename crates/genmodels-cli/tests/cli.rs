@@ -1,0 +1,218 @@
+//! The `genmodels` binary end to end on tiny data: train, resume, sample, list, and the
+//! one-line errors with exit code 2.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn genmodels(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_genmodels"))
+        .args(args)
+        .env_remove("GENMODELS_DEVICE")
+        .output()
+        .expect("run genmodels")
+}
+
+fn write_idx(dir: &Path, n: u32, side: u32) {
+    let mut img = vec![0, 0, 8, 3];
+    for d in [n, side, side] {
+        img.extend_from_slice(&d.to_be_bytes());
+    }
+    img.extend((0..n * side * side).map(|i| ((i * 37) % 256) as u8));
+    std::fs::write(dir.join("train-images-idx3-ubyte"), img).unwrap();
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend_from_slice(&n.to_be_bytes());
+    lab.extend((0..n).map(|i| (i % 10) as u8));
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), lab).unwrap();
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn train_resume_sample_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 32, 8);
+    let run = tmp.path().join("run");
+    let (d, r) = (
+        format!("idx:{}", data.display()),
+        run.to_str().unwrap().to_string(),
+    );
+    let tiny = [
+        "--set",
+        "ngf=4",
+        "--set",
+        "ndf=4",
+        "--set",
+        "z_dim=8",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ];
+    let mut args = vec![
+        "train",
+        "dcgan",
+        "--data",
+        &d,
+        "--out",
+        &r,
+        "--steps",
+        "4",
+        "--sample-count",
+        "4",
+        "--checkpoint-every",
+        "2",
+    ];
+    args.extend(tiny);
+    ok(&genmodels(&args));
+    assert!(run.join("checkpoint.safetensors").exists());
+    assert!(run.join("samples").join("step_0000004.png").exists());
+    // training again into the same folder is refused
+    let again = genmodels(&args);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("genmodels resume"));
+    ok(&genmodels(&[
+        "resume",
+        &r,
+        "--steps",
+        "6",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]));
+    let log = std::fs::read_to_string(run.join("train.jsonl")).unwrap();
+    assert!(log.lines().last().unwrap().contains("\"step\":6"), "{log}");
+    let out = tmp.path().join("samples");
+    ok(&genmodels(&[
+        "sample",
+        &r,
+        "-n",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]));
+    assert!(out.join("sample_00004.png").exists() && out.join("grid.png").exists());
+    let img = image::open(out.join("sample_00000.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (8, 8));
+}
+
+#[test]
+fn bad_input_gives_one_line_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad_idx = tmp.path().join("bad");
+    std::fs::create_dir(&bad_idx).unwrap();
+    std::fs::write(
+        bad_idx.join("train-images-idx3-ubyte"),
+        [0u8, 0, 8, 3, 0, 0],
+    )
+    .unwrap();
+    std::fs::write(
+        bad_idx.join("train-labels-idx1-ubyte"),
+        [0u8, 0, 8, 1, 0, 0, 0, 0],
+    )
+    .unwrap();
+    let out = tmp.path().join("r");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "train".into(),
+                "nosuchmodel".into(),
+                "--data".into(),
+                "ring8".into(),
+                "--out".into(),
+                out.display().to_string(),
+            ],
+            "unknown model",
+        ),
+        (
+            vec![
+                "train".into(),
+                "dcgan".into(),
+                "--data".into(),
+                "/no/such/thing".into(),
+                "--out".into(),
+                out.display().to_string(),
+            ],
+            "unknown data",
+        ),
+        (
+            vec![
+                "train".into(),
+                "dcgan".into(),
+                "--data".into(),
+                format!("idx:{}", bad_idx.display()),
+                "--out".into(),
+                out.display().to_string(),
+            ],
+            "IDX header truncated",
+        ),
+        (
+            vec![
+                "train".into(),
+                "dcgan".into(),
+                "--data".into(),
+                "ring8".into(),
+                "--out".into(),
+                out.display().to_string(),
+            ],
+            "needs image data",
+        ),
+        (
+            vec![
+                "sample".into(),
+                tmp.path().display().to_string(),
+                "--out".into(),
+                out.display().to_string(),
+            ],
+            "not a genmodels run folder",
+        ),
+        (
+            vec![
+                "train".into(),
+                "dcgan".into(),
+                "--data".into(),
+                "ring8".into(),
+                "--out".into(),
+                out.display().to_string(),
+                "--lr-schedule".into(),
+                "exp".into(),
+            ],
+            "unknown schedule",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = genmodels(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected `{needle}` in {err}"
+        );
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: more than one line: {err}"
+        );
+    }
+    let o = genmodels(&["train"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn list_names_the_models() {
+    let o = genmodels(&["list"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("dcgan"));
+}

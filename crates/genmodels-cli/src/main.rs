@@ -73,8 +73,67 @@ enum Cmd {
         #[arg(long)]
         no_ema: bool,
     },
+    /// Compare generated images with real ones: FID, KID, precision/recall, density/coverage.
+    Metrics(MetricsArgs),
+    /// Train the domain classifier used by `metrics --classifier` (features, domain IS, CAS).
+    Classifier(ClassifierArgs),
     /// List the models this build knows.
     List,
+}
+
+#[derive(Args)]
+struct MetricsArgs {
+    /// Real images (a data spec, e.g. fashion-mnist:test or folder:DIR).
+    #[arg(long)]
+    real: String,
+    /// Generated images: a run folder (samples are drawn from its checkpoint) or a data spec.
+    #[arg(long)]
+    fake: String,
+    /// How many generated samples (and at most how many real ones).
+    #[arg(short, long, default_value_t = 10_000)]
+    n: usize,
+    /// Resize convention to 299x299: pil-bicubic (clean-fid), tf1-bilinear (torch-fidelity), pytorch-bilinear (pytorch-fid).
+    #[arg(long, default_value = "pil-bicubic")]
+    resize: String,
+    /// Also write the scores as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    device: Option<String>,
+    /// Images per forward pass of the feature network.
+    #[arg(long, default_value_t = 50)]
+    batch_size: usize,
+    /// Folder for cached real-set features (keyed by a hash of the images and the network).
+    #[arg(long, default_value = "target/metrics-cache")]
+    cache: PathBuf,
+    /// A domain classifier (from `genmodels classifier`): adds FID in its feature space, a domain
+    /// Inception Score and the KL of the generated class histogram from the real one.
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Training data: adds the memorisation check (nearest-training distances in pixel space).
+    #[arg(long)]
+    train: Option<String>,
+}
+
+#[derive(Args)]
+struct ClassifierArgs {
+    /// Labelled training images.
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// Labelled test images.
+    #[arg(long, default_value = "fashion-mnist:test")]
+    test: String,
+    /// Where to write the classifier.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Args)]
@@ -246,15 +305,7 @@ fn sample(
     }
     let device = device_from_env_or(device)?;
     let (ck, _, mut model) = load_run(run_dir, device)?;
-    let path = checkpoint_path(run_dir);
-    load_model_state(model.as_mut(), &ck, &path, false)?;
-    if !no_ema && ck.has_prefix("ema") {
-        if let Some(vs) = model.ema_store() {
-            let mut ema = Ema::new(vs, 0.0)?;
-            ema.load_state("ema", &ck, &path)?;
-            ema.copy_into_live();
-        }
-    }
+    load_for_sampling(model.as_mut(), &ck, run_dir, no_ema)?;
     seed_everything(seed);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let samples = model.sample(n)?;
@@ -295,6 +346,229 @@ fn sample(
     Ok(())
 }
 
+fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(len);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>24} [{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b.set_message(what.to_string());
+    b
+}
+
+fn metrics(a: MetricsArgs) -> Result<()> {
+    use genmodels_metrics::inception::{FeatureExtractor, FidInception};
+    use genmodels_metrics::report::{compare, dataset_features, dataset_hash, tensor_features};
+    if a.n < 2 || a.batch_size == 0 {
+        bail!("-n must be at least 2 and --batch-size at least 1");
+    }
+    let device = device_from_env_or(a.device.as_deref())?;
+    let resize = genmodels_metrics::resize::Resize::parse(&a.resize)?;
+    let net = FidInception::load(&FidInception::default_path(), resize, device)?;
+    let real = DataSpec::parse(&a.real)?.dataset()?;
+    let n_real = a.n.min(real.len());
+    // Real features: cached by a hash of the images and the network.
+    let key = dataset_hash(real.as_ref(), n_real, &net.name())?;
+    let cache = a.cache.join(format!("{key}.safetensors"));
+    let real_feats = match tch::Tensor::read_safetensors(&cache) {
+        Ok(mut v) if v.len() == 1 => v.remove(0).1,
+        _ => {
+            let b = bar(n_real as u64, "real features");
+            let f = dataset_features(&net, real.as_ref(), n_real, a.batch_size, &mut |d| {
+                b.set_position(d as u64)
+            })?;
+            b.finish();
+            std::fs::create_dir_all(&a.cache)
+                .with_context(|| format!("creating {}", a.cache.display()))?;
+            tch::Tensor::write_safetensors(&[("features", &f)], &cache)?;
+            f
+        }
+    };
+    let fake_images = fake_images(&a.fake, a.n, a.seed, a.batch_size, device)?;
+    let b = bar(fake_images.size()[0] as u64, "generated features");
+    let fake_feats = tensor_features(&net, &fake_images, a.batch_size, &mut |d| {
+        b.set_position(d as u64)
+    })?;
+    b.finish();
+    let r = compare(&real_feats, &fake_feats, &net.name())?;
+    let mut json = serde_json::to_value(&r)?;
+    let mut rows = vec![
+        ("FID", r.fid),
+        ("KID", r.kid_mean),
+        ("KID std", r.kid_std),
+        ("precision", r.precision),
+        ("recall", r.recall),
+        ("density", r.density),
+        ("coverage", r.coverage),
+    ];
+    let mut extra: Vec<(&str, f64)> = Vec::new();
+    if let Some(cp) = &a.classifier {
+        use genmodels_metrics::classifier::{class_histogram_kl, DomainClassifier};
+        let clf = DomainClassifier::load(cp, device)?;
+        let real_imgs = genmodels_core::data::DataLoader::collate(
+            real.as_ref(),
+            &(0..n_real).collect::<Vec<_>>(),
+            device,
+        )?;
+        let (rf, ff) = (clf.embed(&real_imgs.x), clf.embed(&fake_images));
+        let domain_fid = genmodels_metrics::fid::fid_from_features(&rf, &ff)?;
+        let logits = clf.logits(&fake_images);
+        let is = genmodels_metrics::isc::inception_score(&logits)?;
+        let labels = real_imgs.y.ok_or_else(|| {
+            anyhow!("the real data has no labels; the class histogram needs them")
+        })?;
+        let (kl, hist) = class_histogram_kl(&logits, &labels, clf.cfg.classes)?;
+        extra.extend([
+            ("domain FID", domain_fid),
+            ("domain IS", is.mean),
+            ("domain IS std", is.std),
+            ("class KL", kl),
+        ]);
+        json["domain_fid"] = domain_fid.into();
+        json["domain_is_mean"] = is.mean.into();
+        json["domain_is_std"] = is.std.into();
+        json["class_kl"] = kl.into();
+        json["class_histogram"] = serde_json::to_value(hist)?;
+        json["domain_feature_network"] = clf.name().into();
+    }
+    if let Some(t) = &a.train {
+        let train = DataSpec::parse(t)?.dataset()?;
+        let all: Vec<usize> = (0..train.len()).collect();
+        let train_x =
+            genmodels_core::data::DataLoader::collate(train.as_ref(), &all, tch::Device::Cpu)?.x;
+        let held = genmodels_core::data::DataLoader::collate(
+            real.as_ref(),
+            &(0..n_real).collect::<Vec<_>>(),
+            tch::Device::Cpu,
+        )?
+        .x;
+        let m = genmodels_metrics::novelty::memorisation(
+            &fake_images.to_device(tch::Device::Cpu),
+            &train_x,
+            &held,
+        )?;
+        extra.extend([
+            ("near copies", m.near_copy_share),
+            ("NN dist fake", m.fake_median),
+            ("NN dist real", m.heldout_median),
+        ]);
+        json["memorisation"] = serde_json::to_value(&m)?;
+    }
+    rows.extend(extra);
+    println!("{:<14} {:>12}", "metric", "value");
+    for (k, v) in rows {
+        println!("{k:<14} {v:>12.5}");
+    }
+    println!(
+        "{} real vs {} generated images; features: {}",
+        r.num_real, r.num_fake, r.feature_network
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// `n` generated images in [-1, 1]: sampled from a run folder, or read from a data spec.
+fn fake_images(
+    fake: &str,
+    n: usize,
+    seed: u64,
+    batch: usize,
+    device: tch::Device,
+) -> Result<tch::Tensor> {
+    let path = Path::new(fake);
+    if checkpoint_path(path).exists() {
+        let (ck, _, mut model) = load_run(path, device)?;
+        load_for_sampling(model.as_mut(), &ck, path, false)?;
+        seed_everything(seed);
+        let b = bar(n as u64, "sampling");
+        let mut parts = Vec::new();
+        let mut done = 0;
+        while done < n {
+            let k = batch.min(n - done);
+            let Samples::Images(imgs) = model.sample(k)? else {
+                bail!("{} does not generate images", path.display())
+            };
+            parts.push(imgs.to_device(tch::Device::Cpu));
+            done += k;
+            b.set_position(done as u64);
+        }
+        b.finish();
+        Ok(tch::Tensor::cat(&parts, 0))
+    } else {
+        let ds = DataSpec::parse(fake)?.dataset()?;
+        let idx: Vec<usize> = (0..n.min(ds.len())).collect();
+        Ok(genmodels_core::data::DataLoader::collate(ds.as_ref(), &idx, tch::Device::Cpu)?.x)
+    }
+}
+
+fn classifier(a: ClassifierArgs) -> Result<()> {
+    use genmodels_metrics::classifier::{ClassifierConfig, DomainClassifier};
+    let device = device_from_env_or(a.device.as_deref())?;
+    let train = DataSpec::parse(&a.data)?.dataset()?;
+    let test = DataSpec::parse(&a.test)?.dataset()?;
+    let shape = train.example_shape();
+    let (&[c, h, w], Some(k)) = (shape.as_slice(), train.num_classes()) else {
+        bail!("the classifier needs labelled images, got examples of shape {shape:?}");
+    };
+    if h != w {
+        bail!("the classifier needs square images, got {h}x{w}");
+    }
+    seed_everything(a.seed);
+    let mut clf = DomainClassifier::new(
+        ClassifierConfig {
+            channels: c,
+            image_size: h,
+            classes: k as i64,
+            feature_dim: 128,
+        },
+        device,
+    )?;
+    let b = bar(0, "training classifier");
+    let t0 = std::time::Instant::now();
+    clf.fit(train, a.epochs, a.seed, &mut |s, total, loss| {
+        b.set_length(total as u64);
+        b.set_position(s as u64);
+        if s % 50 == 0 {
+            b.set_message(format!("loss {loss:.3}"));
+        }
+    })?;
+    b.finish();
+    let acc = clf.accuracy(test.as_ref())?;
+    clf.save(&a.out)?;
+    println!(
+        "classifier: test accuracy {:.4} after {} epochs ({:.0}s); written to {}",
+        acc,
+        a.epochs,
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Loads a run's weights for sampling: the EMA when the checkpoint has one (unless `no_ema`).
+fn load_for_sampling(
+    model: &mut dyn Model,
+    ck: &Checkpoint,
+    run_dir: &Path,
+    no_ema: bool,
+) -> Result<()> {
+    let path = checkpoint_path(run_dir);
+    load_model_state(model, ck, &path, false)?;
+    if !no_ema && ck.has_prefix("ema") {
+        if let Some(vs) = model.ema_store() {
+            let mut ema = Ema::new(vs, 0.0)?;
+            ema.load_state("ema", ck, &path)?;
+            ema.copy_into_live();
+        }
+    }
+    Ok(())
+}
+
 fn list() {
     println!("{:<12} {:<12} summary", "model", "family");
     for e in registry() {
@@ -316,6 +590,11 @@ fn main() {
         std::process::exit(2);
     }));
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Train(_) | Cmd::Resume { .. }) {
+        if let Err(e) = genmodels_core::train::install_stop_handler() {
+            eprintln!("warning: {e}");
+        }
+    }
     let res = match cli.cmd {
         Cmd::Train(a) => train(a),
         Cmd::Resume {
@@ -332,6 +611,8 @@ fn main() {
             device,
             no_ema,
         } => sample(&run_dir, n, &out, seed, device.as_deref(), no_ema),
+        Cmd::Metrics(a) => metrics(a),
+        Cmd::Classifier(a) => classifier(a),
         Cmd::List => {
             list();
             Ok(())

@@ -216,3 +216,84 @@ fn list_names_the_models() {
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("dcgan"));
 }
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_resume_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 32, 8);
+    let run = tmp.path().join("run");
+    let d = format!("idx:{}", data.display());
+    let child = Command::new(env!("CARGO_BIN_EXE_genmodels"))
+        .args([
+            "train",
+            "dcgan",
+            "--data",
+            &d,
+            "--out",
+            run.to_str().unwrap(),
+            "--steps",
+            "100000",
+            "--log-every",
+            "1",
+        ])
+        .args([
+            "--set",
+            "ngf=4",
+            "--set",
+            "ndf=4",
+            "--set",
+            "z_dim=8",
+            "--batch-size",
+            "8",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = run.join("train.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&log)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(t0.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted at step"), "{err}");
+    let step: u64 = err
+        .split("interrupted at step ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("step in message");
+    assert!(step >= 3);
+    let target = (step + 2).to_string();
+    ok(&genmodels(&[
+        "resume",
+        run.to_str().unwrap(),
+        "--steps",
+        &target,
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]));
+    let last = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(last.contains(&format!("\"step\":{target}")), "{last}");
+}

@@ -27,6 +27,9 @@ pub enum Error {
         "step {step}: loss `{name}` is {value} (not finite); stopping without writing a checkpoint"
     )]
     NonFinite { step: u64, name: String, value: f64 },
+    /// Training stopped by a signal after writing a checkpoint.
+    #[error("interrupted at step {step}; checkpoint written to {checkpoint} (continue with `genmodels resume`)")]
+    Interrupted { step: u64, checkpoint: PathBuf },
     /// A bad argument or configuration value.
     #[error("{0}")]
     Invalid(String),

@@ -20,6 +20,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes Ctrl-C (SIGINT) and SIGTERM stop training at the end of the current step, after
+/// writing a checkpoint, so an interrupted run loses nothing and `resume` picks it up. Call
+/// once from a binary; a second signal exits at once.
+pub fn install_stop_handler() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step; a checkpoint will be written (signal again to quit at once)");
+    })
+    .map_err(|e| Error::invalid(format!("cannot install the signal handler: {e}")))
+}
+
 /// Trainer settings; stored in the checkpoint so `resume` needs only the run folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -271,6 +286,15 @@ impl Trainer {
                     .save(&ck_path)?;
             }
             last = losses;
+            if STOP.load(std::sync::atomic::Ordering::SeqCst) && done != cfg.steps {
+                self.make_checkpoint(model, ema.as_ref(), done, elapsed)
+                    .save(&ck_path)?;
+                bar.abandon_with_message(format!("interrupted at step {done}; checkpoint written"));
+                return Err(Error::Interrupted {
+                    step: done,
+                    checkpoint: ck_path,
+                });
+            }
         }
         self.make_checkpoint(model, ema.as_ref(), cfg.steps, elapsed)
             .save(&ck_path)?;

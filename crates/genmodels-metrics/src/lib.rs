@@ -13,15 +13,22 @@
 //!   distances computed in blocks.
 //! - [`inception`]: the FID Inception network ported natively, and the [`inception::FeatureExtractor`] trait;
 //! - [`resize`]: the three resize conventions (pytorch-fid, torch-fidelity, clean-fid);
+//! - [`lpips`]: LPIPS v0.1 with AlexNet and VGG16 (equal to the `lpips` package), and LPIPS diversity;
+//! - [`novelty`]: nearest-training-neighbour distances, near-copy share, MiFID, and mode coverage on the 2-D mixtures;
+//! - [`classifier`]: a domain classifier (features, domain IS, class histogram KL, Classification Accuracy Score);
 //! - [`np_random`]: numpy's legacy `RandomState` (MT19937) permutations, so that subsets and
 //!   shuffles are the references' own.
 
+pub mod classifier;
 pub mod fid;
 pub mod inception;
 pub mod isc;
 pub mod kid;
+pub mod lpips;
+pub mod novelty;
 pub mod np_random;
 pub mod prdc;
+pub mod report;
 pub mod resize;
 
 pub use genmodels_core::{Error, Result};

@@ -1,0 +1,134 @@
+//! Every score for two sets of images at once, from features extracted in batches.
+
+use crate::fid::{frechet_distance, FeatureStats};
+use crate::inception::{unit_to_0_255, FeatureExtractor};
+use crate::kid::{kid, KidConfig};
+use crate::prdc::{density_coverage, precision_recall};
+use crate::{Error, Result};
+use genmodels_core::data::Dataset;
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+/// The scores of one comparison, as written to JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsReport {
+    pub fid: f64,
+    pub kid_mean: f64,
+    pub kid_std: f64,
+    pub kid_subset_size: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub density: f64,
+    pub coverage: f64,
+    pub num_real: usize,
+    pub num_fake: usize,
+    pub feature_network: String,
+}
+
+/// Features `[N, D]` of the first `limit` examples of an image dataset (values in [-1, 1]),
+/// `batch` at a time; `progress` is told how many images are done after each batch.
+pub fn dataset_features(
+    ex: &dyn FeatureExtractor,
+    ds: &dyn Dataset,
+    limit: usize,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Tensor> {
+    let shape = ds.example_shape();
+    if shape.len() != 3 {
+        return Err(Error::invalid(format!(
+            "image metrics need image data, got examples of shape {shape:?}"
+        )));
+    }
+    let n = limit.min(ds.len());
+    let per: usize = shape.iter().product::<i64>() as usize;
+    let mut feats = Vec::new();
+    let mut buf = vec![0f32; per * batch];
+    let mut done = 0;
+    while done < n {
+        let b = batch.min(n - done);
+        for i in 0..b {
+            ds.get(done + i, &mut buf[i * per..(i + 1) * per])?;
+        }
+        let mut full = vec![b as i64];
+        full.extend(&shape);
+        let x = Tensor::from_slice(&buf[..b * per]).reshape(&full);
+        feats.push(ex.features(&unit_to_0_255(&x))?.to_device(tch::Device::Cpu));
+        done += b;
+        progress(done);
+    }
+    Ok(Tensor::cat(&feats, 0))
+}
+
+/// Features of images held in memory (`[N, C, H, W]` in [-1, 1]).
+pub fn tensor_features(
+    ex: &dyn FeatureExtractor,
+    images: &Tensor,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Tensor> {
+    let n = images.size()[0];
+    let mut feats = Vec::new();
+    let mut done = 0;
+    while done < n {
+        let b = (batch as i64).min(n - done);
+        feats.push(
+            ex.features(&unit_to_0_255(&images.narrow(0, done, b)))?
+                .to_device(tch::Device::Cpu),
+        );
+        done += b;
+        progress(done as usize);
+    }
+    Ok(Tensor::cat(&feats, 0))
+}
+
+/// All scores from real and fake features.
+pub fn compare(real: &Tensor, fake: &Tensor, feature_network: &str) -> Result<MetricsReport> {
+    let (nr, nf) = (real.size()[0] as usize, fake.size()[0] as usize);
+    let fid = frechet_distance(
+        &FeatureStats::from_features(real)?,
+        &FeatureStats::from_features(fake)?,
+    )?;
+    let subset = 1000.min(nr).min(nf);
+    let k = kid(
+        real,
+        fake,
+        &KidConfig {
+            subset_size: subset,
+            ..Default::default()
+        },
+    )?;
+    let (real64, fake64) = (real.to_kind(Kind::Double), fake.to_kind(Kind::Double));
+    let (precision, recall) = precision_recall(&real64, &fake64, 3)?;
+    let (density, coverage) = density_coverage(&real64, &fake64, 5)?;
+    Ok(MetricsReport {
+        fid,
+        kid_mean: k.mean,
+        kid_std: k.std,
+        kid_subset_size: subset,
+        precision,
+        recall,
+        density,
+        coverage,
+        num_real: nr,
+        num_fake: nf,
+        feature_network: feature_network.to_string(),
+    })
+}
+
+/// A content hash of the first `limit` examples of a dataset (their decoded values) plus a tag
+/// naming the feature network, for caching real-set features.
+pub fn dataset_hash(ds: &dyn Dataset, limit: usize, tag: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let per: usize = ds.example_shape().iter().product::<i64>() as usize;
+    let mut buf = vec![0f32; per];
+    let mut h = Sha256::new();
+    h.update(tag.as_bytes());
+    for i in 0..limit.min(ds.len()) {
+        ds.get(i, &mut buf)?;
+        for v in &buf {
+            h.update(v.to_le_bytes());
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
+}

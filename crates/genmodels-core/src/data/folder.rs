@@ -39,15 +39,13 @@ fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 
 impl ImageFolder {
     /// Opens `root`: images directly inside it (no labels) or in class sub-folders.
-    /// `channels` is 1 (grey) or 3 (RGB); `size` the output side in pixels.
+    /// `channels` is 1 (grey) or 3 (RGB), or 0 to follow the first image (grey -> 1, else 3);
+    /// `size` is the output side in pixels, or 0 for the first image's own (shorter) side.
     pub fn open(root: &Path, size: u32, channels: u8) -> Result<Self> {
-        if channels != 1 && channels != 3 {
+        if channels > 3 || channels == 2 {
             return Err(Error::invalid(format!(
-                "channels must be 1 or 3, got {channels}"
+                "channels must be 1 or 3 (or 0 for the images' own), got {channels}"
             )));
-        }
-        if size == 0 {
-            return Err(Error::invalid("image size must be positive"));
         }
         if !root.is_dir() {
             return Err(Error::bad_data(root, "not a folder of images"));
@@ -81,6 +79,22 @@ impl ImageFolder {
                 root,
                 "no .png/.jpg/.jpeg files found (directly or in class sub-folders)",
             ));
+        }
+        let (mut size, mut channels) = (size, channels);
+        if size == 0 || channels == 0 {
+            let first = &files[0].0;
+            let img = image::open(first).map_err(|e| {
+                Error::bad_data(
+                    first,
+                    format!("cannot decode as an image ({e}); expected a PNG or JPEG file"),
+                )
+            })?;
+            if size == 0 {
+                size = img.width().min(img.height());
+            }
+            if channels == 0 {
+                channels = if img.color().has_color() { 3 } else { 1 };
+            }
         }
         Ok(ImageFolder {
             files,
@@ -223,5 +237,11 @@ mod tests {
             .to_string();
         assert!(err.contains("no .png"), "{err}");
         assert!(ImageFolder::open(dir.path(), 8, 2).is_err());
+        // native size and channels follow the first image
+        image::GrayImage::from_pixel(5, 7, image::Luma([9]))
+            .save(dir.path().join("g.png"))
+            .unwrap();
+        let ds = ImageFolder::open(dir.path(), 0, 0).unwrap();
+        assert_eq!(ds.example_shape(), vec![1, 5, 5]);
     }
 }

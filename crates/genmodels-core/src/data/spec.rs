@@ -19,7 +19,7 @@ use tch::Device;
 pub enum DataSpec {
     /// An MNIST-style IDX folder.
     Idx { dir: PathBuf, test: bool },
-    /// A folder of PNG/JPEG images.
+    /// A folder of PNG/JPEG images; size and channels 0 follow the first image.
     Folder {
         dir: PathBuf,
         size: u32,

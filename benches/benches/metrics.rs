@@ -24,7 +24,9 @@ fn root() -> PathBuf {
 /// Runs the Python counterpart; returns (name, median seconds) pairs.
 fn python(what: &str, repeats: usize, extra: &[&str]) -> Vec<(String, f64)> {
     let py = root().join(".venv/bin/python");
-    let fid_pt = genmodels_core::assets_dir().join("weights").join("fid_inception_torchscript.pt");
+    let fid_pt = genmodels_core::assets_dir()
+        .join("weights")
+        .join("fid_inception_torchscript.pt");
     let out = std::process::Command::new(py)
         .arg(root().join("benches/python/metrics_bench.py"))
         .args([

@@ -33,6 +33,10 @@ fn find_model(name: &str) -> Result<ModelEntry> {
     about = "Train, resume and sample generative models on libtorch"
 )]
 struct Cli {
+    /// CPU threads for libtorch (default: libtorch's choice, one per core). Small models run
+    /// faster on 1 thread, and so does a machine shared with other jobs.
+    #[arg(long, global = true)]
+    threads: Option<i32>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -365,6 +369,9 @@ fn metrics(a: MetricsArgs) -> Result<()> {
         bail!("-n must be at least 2 and --batch-size at least 1");
     }
     let device = device_from_env_or(a.device.as_deref())?;
+    if let DataSpec::Mixture { mixture, .. } = DataSpec::parse(&a.real)? {
+        return mode_metrics(&a, mixture, device);
+    }
     let resize = genmodels_metrics::resize::Resize::parse(&a.resize)?;
     let net = FidInception::load(&FidInception::default_path(), resize, device)?;
     let real = DataSpec::parse(&a.real)?.dataset()?;
@@ -468,6 +475,53 @@ fn metrics(a: MetricsArgs) -> Result<()> {
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Mode coverage of a run trained on a 2-D mixture, with a scatter plot beside the JSON.
+fn mode_metrics(
+    a: &MetricsArgs,
+    mixture: genmodels_core::data::MixtureKind,
+    device: tch::Device,
+) -> Result<()> {
+    let path = Path::new(&a.fake);
+    let (ck, _, mut model) = load_run(path, device)?;
+    load_for_sampling(model.as_mut(), &ck, path, false)?;
+    seed_everything(a.seed);
+    let Samples::Points(pts) = model.sample(a.n)? else {
+        bail!("{} does not generate 2-D points", path.display())
+    };
+    // a mode counts as covered with at least 1% of its fair share of high-quality samples
+    let fair = a.n as i64 / mixture.centers().len() as i64;
+    let m = genmodels_metrics::novelty::mode_coverage(&pts, mixture, (fair / 100).max(1))?;
+    println!(
+        "modes covered {}/{}, high-quality share {:.4}, KL(modes || uniform) {:.4}",
+        m.modes_covered, m.modes, m.high_quality_share, m.kl_to_uniform
+    );
+    let real = genmodels_core::data::Mixture2d::new(mixture, 2000, 1)?;
+    let real_pts = genmodels_core::data::DataLoader::collate(
+        &real,
+        &(0..2000).collect::<Vec<_>>(),
+        tch::Device::Cpu,
+    )?
+    .x;
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&m)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        let plot = p.with_extension("png");
+        genmodels_core::image_io::save_scatter(
+            &pts,
+            Some(&real_pts),
+            if matches!(mixture, genmodels_core::data::MixtureKind::Ring8) {
+                3.0
+            } else {
+                6.0
+            },
+            400,
+            &plot,
+        )?;
+        println!("scatter plot (data grey, samples blue): {}", plot.display());
     }
     Ok(())
 }
@@ -590,6 +644,13 @@ fn main() {
         std::process::exit(2);
     }));
     let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        if t < 1 {
+            eprintln!("error: --threads must be at least 1");
+            std::process::exit(2);
+        }
+        tch::set_num_threads(t);
+    }
     if matches!(cli.cmd, Cmd::Train(_) | Cmd::Resume { .. }) {
         if let Err(e) = genmodels_core::train::install_stop_handler() {
             eprintln!("warning: {e}");

@@ -4,12 +4,14 @@
 //! to bottom: config, modules, losses, train step, sampling.
 //!
 //! - [`dcgan`]: Radford, Metz & Chintala 2016.
+//! - [`gan2d`]: MLP GANs on 2-D mixtures for mode-collapse studies (plain, minibatch std, WGAN-GP).
 
 pub mod dcgan;
+pub mod gan2d;
 
 use genmodels_core::model::ModelEntry;
 
 /// The models of this family, for the `genmodels` command line.
 pub fn entries() -> Vec<ModelEntry> {
-    vec![dcgan::entry()]
+    vec![dcgan::entry(), gan2d::entry()]
 }

@@ -151,7 +151,7 @@ impl Model for Gan2d {
             if self.cfg.gp_lambda > 0.0 {
                 let gp = gradient_penalty(|t| self.critic(t), x, &fake, self.cfg.gp_lambda)?;
                 gp_v = gp.double_value(&[]);
-                d_loss = d_loss + gp;
+                d_loss += gp;
             }
             self.opt_d.backward_step(&d_loss, ctx);
         }

@@ -60,9 +60,16 @@ fn ball_queries(
     )
 }
 
+/// Checks two feature sets; they keep their dtype (float32 features are compared in float32,
+/// as torch-fidelity does; float64 stays float64).
 fn pair(real: &Tensor, fake: &Tensor) -> Result<(Tensor, Tensor)> {
-    let r = features_f64("real features", real, Device::Cpu)?;
-    let f = features_f64("fake features", fake, Device::Cpu)?;
+    let kind = if real.kind() == Kind::Double || fake.kind() == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    };
+    let r = features_f64("real features", real, Device::Cpu)?.to_kind(kind);
+    let f = features_f64("fake features", fake, Device::Cpu)?.to_kind(kind);
     if r.size()[1] != f.size()[1] {
         return Err(Error::invalid(format!(
             "feature dimensions differ: real {} vs fake {}",
@@ -77,14 +84,23 @@ fn mean_bool(t: &Tensor) -> f64 {
     t.to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
 }
 
-/// Improved precision and recall with `k` neighbours (paper: 3).
+/// Improved precision and recall with `k` neighbours (paper: 3). The fake-to-real distances are
+/// computed once, block by block, and serve both directions.
 pub fn precision_recall(real: &Tensor, fake: &Tensor, k: i64) -> Result<(f64, f64)> {
     let (r, f) = pair(real, fake)?;
     let rr = kth_neighbour_radii(&r, k)?;
     let fr = kth_neighbour_radii(&f, k)?;
-    let precision = mean_bool(&ball_queries(&f, &r, &rr, true).0);
-    let recall = mean_bool(&ball_queries(&r, &f, &fr, true).0);
-    Ok((precision, recall))
+    let mut fake_inside = Vec::new();
+    let mut real_inside = Tensor::zeros([r.size()[0]], (Kind::Bool, Device::Cpu));
+    for (fb, frb) in f.split(BLOCK, 0).iter().zip(fr.split(BLOCK, 0)) {
+        let d = Tensor::cdist(fb, &r, 2.0, None);
+        fake_inside.push(d.le_tensor(&rr.unsqueeze(0)).any_dim(1, false));
+        real_inside = real_inside.logical_or(&d.le_tensor(&frb.unsqueeze(1)).any_dim(0, false));
+    }
+    Ok((
+        mean_bool(&Tensor::cat(&fake_inside, 0)),
+        mean_bool(&real_inside),
+    ))
 }
 
 /// Density and coverage with `k` neighbours (paper: 5).

@@ -7,15 +7,24 @@
 //! (0.2) in the discriminator. Training (Sec. 4): weights from N(0, 0.02), Adam with lr 2e-4 and
 //! beta1 0.5, batch 128, the non-saturating generator loss of Goodfellow et al.
 //!
+//! WGAN-GP (Gulrajani et al. 2017, "Improved Training of Wasserstein GANs") is the same
+//! generator against a critic without batch norm (Sec. 4: "we omit batch normalization in the
+//! critic"; layer norm is their suggested drop-in, `d_norm = "layer"`), trained with the
+//! Wasserstein loss plus the gradient penalty (lambda 10), n_critic = 5 critic updates per
+//! generator update, Adam(1e-4, beta1 0, beta2 0.9) (their Algorithm 1). Each critic update takes
+//! its own slice of the trainer's batch, so `batch_size = 5 * 64` gives the paper's m = 64 fresh
+//! real samples per critic update. Registered as `wgan-gp`.
+//!
 //! The paper works at 64x64 with four up-samplings from 4x4; here the number of up-samplings
 //! follows the image side (28 = 7 * 2^2 for Fashion-MNIST, 32 = 4 * 2^3, 64 = 4 * 2^4), keeping
 //! the same layer pattern.
 
+use crate::pair::{critic_chunks, GanPair};
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
-use genmodels_core::losses::GanLoss;
+use genmodels_core::losses::{gradient_penalty, GanLoss};
 use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
-use genmodels_core::optim::{Adam, AdamConfig, StepCtx};
+use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -44,6 +53,21 @@ pub struct DcganConfig {
     pub beta2: f64,
     /// Adversarial loss (paper: non-saturating).
     pub loss: GanLoss,
+    /// Normalisation in the discriminator's hidden layers (DCGAN: batch; WGAN-GP: none or layer).
+    pub d_norm: DNorm,
+    /// Gradient-penalty weight (WGAN-GP: 10; 0 turns it off).
+    pub gp_lambda: f64,
+    /// Critic updates per generator update, each on its own slice of the batch (WGAN-GP: 5).
+    pub n_critic: usize,
+}
+
+/// Discriminator normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DNorm {
+    Batch,
+    Layer,
+    None,
 }
 
 impl Default for DcganConfig {
@@ -58,11 +82,28 @@ impl Default for DcganConfig {
             beta1: 0.5,
             beta2: 0.999,
             loss: GanLoss::NonSaturating,
+            d_norm: DNorm::Batch,
+            gp_lambda: 0.0,
+            n_critic: 1,
         }
     }
 }
 
 impl DcganConfig {
+    /// WGAN-GP's settings (Gulrajani et al. 2017, Algorithm 1) on the DCGAN networks.
+    pub fn wgan_gp() -> Self {
+        DcganConfig {
+            lr: 1e-4,
+            beta1: 0.0,
+            beta2: 0.9,
+            loss: GanLoss::Wasserstein,
+            d_norm: DNorm::None,
+            gp_lambda: 10.0,
+            n_critic: 5,
+            ..Default::default()
+        }
+    }
+
     /// (base side, number of stride-2 layers) for the image side.
     pub fn geometry(&self) -> Result<(i64, usize)> {
         let (mut side, mut k) = (self.image_size, 0usize);
@@ -163,21 +204,35 @@ pub fn generator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
 /// Discriminator: Conv 4/2 + LReLU (no BN on the input layer) -> k-1 x [Conv 4/2, BN, LReLU] -> Conv base -> logit.
 pub fn discriminator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
     let (base, k) = c.geometry()?;
+    if c.d_norm == DNorm::Batch && c.gp_lambda > 0.0 {
+        return Err(Error::invalid(
+            "a gradient penalty needs a critic without batch norm (per-sample gradients); set d_norm to \"none\" or \"layer\"",
+        ));
+    }
     let mut ch = c.ndf;
+    let mut side = c.image_size / 2;
     let mut seq = nn::seq_t()
         .add(nn::conv2d(&p / "in", c.channels, ch, 4, conv_cfg()))
         .add_fn(|x| x.leaky_relu_with(0.2));
     for i in 0..k - 1 {
-        seq = seq
-            .add(nn::conv2d(
-                &p / format!("down{i}"),
-                ch,
-                ch * 2,
-                4,
-                conv_cfg(),
-            ))
-            .add(bn(&p / format!("down{i}_bn"), ch * 2))
-            .add_fn(|x| x.leaky_relu_with(0.2));
+        seq = seq.add(nn::conv2d(
+            &p / format!("down{i}"),
+            ch,
+            ch * 2,
+            4,
+            conv_cfg(),
+        ));
+        side /= 2;
+        seq = match c.d_norm {
+            DNorm::Batch => seq.add(bn(&p / format!("down{i}_bn"), ch * 2)),
+            DNorm::Layer => seq.add(nn::layer_norm(
+                &p / format!("down{i}_ln"),
+                vec![ch * 2, side, side],
+                Default::default(),
+            )),
+            DNorm::None => seq,
+        }
+        .add_fn(|x| x.leaky_relu_with(0.2));
         ch *= 2;
     }
     Ok(seq
@@ -207,35 +262,39 @@ impl LeakyRelu for Tensor {
     }
 }
 
-/// A DCGAN with its two optimisers.
+/// A DCGAN (or WGAN-GP) with its two optimisers.
 pub struct Dcgan {
     pub cfg: DcganConfig,
-    pub g_vs: VarStore,
-    pub d_vs: VarStore,
+    pub pair: GanPair,
     pub g: nn::SequentialT,
     pub d: nn::SequentialT,
-    opt_g: Adam,
-    opt_d: Adam,
+    name: &'static str,
     device: Device,
 }
 
 impl Dcgan {
     pub fn new(cfg: DcganConfig, device: Device) -> Result<Self> {
-        let g_vs = VarStore::new(device);
-        let d_vs = VarStore::new(device);
-        let g = generator(g_vs.root(), &cfg)?;
-        let d = discriminator(d_vs.root(), &cfg)?;
+        Self::named("dcgan", cfg, device)
+    }
+
+    /// The same networks registered under another name (`wgan-gp`).
+    pub fn named(name: &'static str, cfg: DcganConfig, device: Device) -> Result<Self> {
+        if cfg.n_critic == 0 {
+            return Err(Error::invalid("n_critic must be at least 1"));
+        }
         let adam = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
-        let opt_g = Adam::new(&g_vs, adam);
-        let opt_d = Adam::new(&d_vs, adam);
+        let (pair, (g, d)) = GanPair::new(device, adam, adam, |g_vs, d_vs| {
+            Ok((
+                generator(g_vs.root(), &cfg)?,
+                discriminator(d_vs.root(), &cfg)?,
+            ))
+        })?;
         Ok(Dcgan {
             cfg,
-            g_vs,
-            d_vs,
+            pair,
             g,
             d,
-            opt_g,
-            opt_d,
+            name,
             device,
         })
     }
@@ -253,15 +312,15 @@ impl Dcgan {
 
 impl Model for Dcgan {
     fn name(&self) -> &str {
-        "dcgan"
+        self.name
     }
 
     fn config_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.cfg).unwrap_or_default()
     }
 
-    /// Alternating updates (Goodfellow et al. Alg. 1 with k = 1): first D on a real batch and a
-    /// detached fake batch, then G through the updated D with the non-saturating loss.
+    /// Alternating updates (Goodfellow et al. Alg. 1): first D (n_critic times, each on its own
+    /// slice of the batch and a fresh detached fake batch), then G through the updated D.
     fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Losses> {
         let x = &batch.x;
         let expect = [self.cfg.channels, self.cfg.image_size, self.cfg.image_size];
@@ -272,22 +331,59 @@ impl Model for Dcgan {
                 x.size()
             )));
         }
-        let n = x.size()[0];
-        let z = self.latents(n);
-        let fake = self.g.forward_t(&z, true);
-        let d_real = self.d.forward_t(x, true);
-        let d_fake = self.d.forward_t(&fake.detach(), true);
-        let d_loss = self.cfg.loss.d_loss(&d_real, &d_fake);
-        self.opt_d.backward_step(&d_loss, ctx);
+        let chunks = critic_chunks(x, self.cfg.n_critic)?;
+        let n = chunks[0].size()[0];
+        let (mut d_loss_v, mut gp_v) = (0.0, 0.0);
+        let (mut d_real_v, mut d_fake_v) = (0.0, 0.0);
+        let mut fake = Tensor::new();
+        for real in &chunks {
+            fake = self.g.forward_t(&self.latents(n), true);
+            let d_real = self.d.forward_t(real, true);
+            let d_fake = self.d.forward_t(&fake.detach(), true);
+            let mut d_loss = self.cfg.loss.d_loss(&d_real, &d_fake);
+            d_loss_v = d_loss.double_value(&[]);
+            if self.cfg.gp_lambda > 0.0 {
+                let d = &self.d;
+                let gp =
+                    gradient_penalty(|t| d.forward_t(t, true), real, &fake, self.cfg.gp_lambda)?;
+                gp_v = gp.double_value(&[]);
+                d_loss += gp;
+            }
+            self.pair.opt_d.backward_step(&d_loss, ctx);
+            // Critic means for the Wasserstein estimate, mean D probabilities otherwise.
+            let wass = self.cfg.loss == GanLoss::Wasserstein;
+            let avg = |t: &Tensor| {
+                let t = if wass {
+                    t.detach()
+                } else {
+                    t.detach().sigmoid()
+                };
+                t.mean(Kind::Float).double_value(&[])
+            };
+            d_real_v = avg(&d_real);
+            d_fake_v = avg(&d_fake);
+        }
+        // With one critic update G reuses that update's fakes (as the DCGAN PyTorch example does).
+        if self.cfg.n_critic > 1 {
+            fake = self.g.forward_t(&self.latents(n), true);
+        }
         let g_loss = self.cfg.loss.g_loss(&self.d.forward_t(&fake, true));
-        self.opt_g.backward_step(&g_loss, ctx);
-        let sig = |t: &Tensor| t.detach().sigmoid().mean(Kind::Float).double_value(&[]);
-        Ok(vec![
-            ("d_loss".into(), d_loss.double_value(&[])),
+        self.pair.opt_g.backward_step(&g_loss, ctx);
+        let mut out = vec![
+            ("d_loss".into(), d_loss_v),
             ("g_loss".into(), g_loss.double_value(&[])),
-            ("d_real".into(), sig(&d_real)),
-            ("d_fake".into(), sig(&d_fake)),
-        ])
+        ];
+        if self.cfg.loss == GanLoss::Wasserstein {
+            // The critic's estimate of the Wasserstein distance, E D(x) - E D(G(z)) (paper Fig. 3).
+            out.push(("w_dist".into(), d_real_v - d_fake_v));
+            if self.cfg.gp_lambda > 0.0 {
+                out.push(("gp".into(), gp_v));
+            }
+        } else {
+            out.push(("d_real".into(), d_real_v));
+            out.push(("d_fake".into(), d_fake_v));
+        }
+        Ok(out)
     }
 
     fn sample(&mut self, n: usize) -> Result<Samples> {
@@ -296,22 +392,47 @@ impl Model for Dcgan {
     }
 
     fn var_stores(&self) -> Vec<(&str, &VarStore)> {
-        vec![("g", &self.g_vs), ("d", &self.d_vs)]
+        self.pair.var_stores()
     }
 
     fn ema_store(&self) -> Option<&VarStore> {
-        Some(&self.g_vs)
+        Some(&self.pair.g_vs)
     }
 
     fn save_optimizers(&self, ckpt: &mut Checkpoint) {
-        self.opt_g.save_state("g", ckpt);
-        self.opt_d.save_state("d", ckpt);
+        self.pair.save_optimizers(ckpt)
     }
 
     fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
-        self.opt_g.load_state("g", ckpt, path)?;
-        self.opt_d.load_state("d", ckpt, path)
+        self.pair.load_optimizers(ckpt, path)
     }
+}
+
+fn image_config(name: &str, info: &DataInfo, base: DcganConfig) -> Result<serde_json::Value> {
+    let (c, h, w) = match info.example_shape.as_slice() {
+        &[c, h, w] => (c, h, w),
+        s => {
+            return Err(Error::invalid(format!(
+                "{name} needs image data [C, H, W], got examples of shape {s:?}"
+            )))
+        }
+    };
+    if h != w {
+        return Err(Error::invalid(format!(
+            "{name} needs square images, got {h}x{w}"
+        )));
+    }
+    let cfg = DcganConfig {
+        channels: c,
+        image_size: h,
+        ..base
+    };
+    cfg.geometry()?;
+    Ok(serde_json::to_value(cfg)?)
+}
+
+fn parse_config(name: &str, json: &serde_json::Value) -> Result<DcganConfig> {
+    serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("{name} config: {e}")))
 }
 
 /// Registration for the command line.
@@ -320,21 +441,20 @@ pub fn entry() -> ModelEntry {
         name: "dcgan",
         family: "gan",
         summary: "DCGAN (Radford et al. 2016): strided convs, batch norm, Adam(2e-4, 0.5), non-saturating loss",
-        default_config: |info: &DataInfo| {
-            let (c, h, w) = match info.example_shape.as_slice() {
-                &[c, h, w] => (c, h, w),
-                s => return Err(Error::invalid(format!("DCGAN needs image data [C, H, W], got examples of shape {s:?}"))),
-            };
-            if h != w {
-                return Err(Error::invalid(format!("DCGAN needs square images, got {h}x{w}")));
-            }
-            let cfg = DcganConfig { channels: c, image_size: h, ..Default::default() };
-            cfg.geometry()?;
-            Ok(serde_json::to_value(cfg)?)
-        },
+        default_config: |info| image_config("DCGAN", info, DcganConfig::default()),
+        build: |json, device| Ok(Box::new(Dcgan::new(parse_config("dcgan", json)?, device)?)),
+    }
+}
+
+/// WGAN-GP on the DCGAN networks.
+pub fn wgan_gp_entry() -> ModelEntry {
+    ModelEntry {
+        name: "wgan-gp",
+        family: "gan",
+        summary: "WGAN-GP (Gulrajani et al. 2017): critic without batch norm, gradient penalty 10, 5 critic steps (batch = 5 x 64), Adam(1e-4, 0, 0.9)",
+        default_config: |info| image_config("WGAN-GP", info, DcganConfig::wgan_gp()),
         build: |json, device| {
-            let cfg: DcganConfig = serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("DCGAN config: {e}")))?;
-            Ok(Box::new(Dcgan::new(cfg, device)?))
+            Ok(Box::new(Dcgan::named("wgan-gp", parse_config("wgan-gp", json)?, device)?))
         },
     }
 }
@@ -380,7 +500,13 @@ mod tests {
             .loss
             .d_loss(&m.d.forward_t(&x, true), &m.d.forward_t(&fake, true));
         loss.backward();
-        for (name, t) in m.g_vs.variables().into_iter().chain(m.d_vs.variables()) {
+        for (name, t) in m
+            .pair
+            .g_vs
+            .variables()
+            .into_iter()
+            .chain(m.pair.d_vs.variables())
+        {
             if t.requires_grad() {
                 let g = t.grad();
                 assert!(
@@ -405,8 +531,8 @@ mod tests {
             - (-df.sigmoid() + 1.0).log().mean(Kind::Float))
         .double_value(&[]);
         let mut m2 = Dcgan::new(tiny(28), Device::Cpu).unwrap();
-        m2.g_vs.copy(&m.g_vs).unwrap();
-        m2.d_vs.copy(&m.d_vs).unwrap();
+        m2.pair.g_vs.copy(&m.pair.g_vs).unwrap();
+        m2.pair.d_vs.copy(&m.pair.d_vs).unwrap();
         tch::manual_seed(10);
         let losses = m2
             .train_step(
@@ -422,6 +548,108 @@ mod tests {
             "{} vs {by_formula}",
             losses[0].1
         );
+    }
+}
+
+#[cfg(test)]
+mod wgan_gp_tests {
+    use super::*;
+
+    fn tiny() -> DcganConfig {
+        DcganConfig {
+            z_dim: 8,
+            ngf: 4,
+            ndf: 4,
+            ..DcganConfig::wgan_gp()
+        }
+    }
+
+    #[test]
+    fn the_critic_has_no_batch_norm_and_batch_norm_with_a_penalty_is_refused() {
+        let m = Dcgan::named("wgan-gp", tiny(), Device::Cpu).unwrap();
+        assert!(m.pair.d_vs.variables().keys().all(|k| !k.contains("bn")));
+        let bad = DcganConfig {
+            d_norm: DNorm::Batch,
+            ..tiny()
+        };
+        let err = Dcgan::new(bad, Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("batch norm"), "{err}");
+        let layer = DcganConfig {
+            d_norm: DNorm::Layer,
+            ..tiny()
+        };
+        let m = Dcgan::new(layer, Device::Cpu).unwrap();
+        assert!(m.pair.d_vs.variables().keys().any(|k| k.contains("_ln")));
+    }
+
+    #[test]
+    fn five_critic_updates_each_on_its_own_slice_then_one_generator_update() {
+        let mut m = Dcgan::named("wgan-gp", tiny(), Device::Cpu).unwrap();
+        let x = Tensor::rand([10, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let losses = m
+            .train_step(&Batch { x, y: None }, &StepCtx::default())
+            .unwrap();
+        assert_eq!(m.pair.opt_d.steps(), 5);
+        assert_eq!(m.pair.opt_g.steps(), 1);
+        let names: Vec<&str> = losses.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["d_loss", "g_loss", "w_dist", "gp"]);
+        assert!(losses.iter().all(|(_, v)| v.is_finite()));
+        let x = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let err = m
+            .train_step(&Batch { x, y: None }, &StepCtx::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("multiple of 5"), "{err}");
+    }
+
+    #[test]
+    fn the_critic_loss_is_the_wasserstein_loss_plus_the_penalty() {
+        tch::manual_seed(5);
+        let m = Dcgan::named(
+            "wgan-gp",
+            DcganConfig {
+                n_critic: 1,
+                ..tiny()
+            },
+            Device::Cpu,
+        )
+        .unwrap();
+        let x = Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        tch::manual_seed(11);
+        let fake = m.g.forward_t(&m.latents(4), true);
+        let w = (m.d.forward_t(&fake, true).mean(Kind::Float)
+            - m.d.forward_t(&x, true).mean(Kind::Float))
+        .double_value(&[]);
+        // The penalty by hand: interpolates with the same uniform draw, gradient norms via autograd.
+        let e = Tensor::rand([4, 1, 1, 1], (Kind::Float, Device::Cpu));
+        let xh = (&e * &x + (-&e + 1.0) * fake.detach()).set_requires_grad(true);
+        let g = Tensor::run_backward(
+            &[m.d.forward_t(&xh, true).sum(Kind::Float)],
+            &[&xh],
+            false,
+            false,
+        )
+        .remove(0);
+        let norms = g
+            .flatten(1, -1)
+            .square()
+            .sum_dim_intlist(1, false, Kind::Float)
+            .sqrt();
+        let gp = ((norms - 1.0).square().mean(Kind::Float) * 10.0).double_value(&[]);
+        let mut m2 = Dcgan::named("wgan-gp", m.cfg.clone(), Device::Cpu).unwrap();
+        m2.pair.g_vs.copy(&m.pair.g_vs).unwrap();
+        m2.pair.d_vs.copy(&m.pair.d_vs).unwrap();
+        tch::manual_seed(11);
+        let l = m2
+            .train_step(&Batch { x, y: None }, &StepCtx::default())
+            .unwrap();
+        assert!((l[0].1 - w).abs() < 1e-5, "{} vs {w}", l[0].1);
+        assert!(
+            (l[3].1 - gp).abs() < 1e-4 * gp.max(1.0),
+            "{} vs {gp}",
+            l[3].1
+        );
+        assert!((l[2].1 + w).abs() < 1e-5);
     }
 }
 

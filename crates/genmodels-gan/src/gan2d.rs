@@ -11,11 +11,12 @@
 //!
 //! Networks: G z(16) -> 128 -> 128 -> 2 with ReLU; D 2 -> 128 -> 128 -> 1 with LeakyReLU 0.2.
 
+use crate::pair::GanPair;
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{gradient_penalty, GanLoss};
 use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
-use genmodels_core::optim::{Adam, AdamConfig, StepCtx};
+use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -56,13 +57,10 @@ impl Default for Gan2dConfig {
 
 pub struct Gan2d {
     pub cfg: Gan2dConfig,
-    g_vs: VarStore,
-    d_vs: VarStore,
+    pair: GanPair,
     g: nn::Sequential,
     d_body: nn::Sequential,
     d_out: nn::Linear,
-    opt_g: Adam,
-    opt_d: Adam,
     device: Device,
 }
 
@@ -73,38 +71,36 @@ impl Gan2d {
                 "gan2d: n_critic, z_dim and hidden must be positive, got {cfg:?}"
             )));
         }
-        let (g_vs, d_vs) = (VarStore::new(device), VarStore::new(device));
-        let (gp, dp) = (g_vs.root(), d_vs.root());
-        let h = cfg.hidden;
-        let g = nn::seq()
-            .add(nn::linear(&gp / "l1", cfg.z_dim, h, Default::default()))
-            .add_fn(|x| x.relu())
-            .add(nn::linear(&gp / "l2", h, h, Default::default()))
-            .add_fn(|x| x.relu())
-            .add(nn::linear(&gp / "l3", h, 2, Default::default()));
-        let lrelu = |x: &Tensor| x.maximum(&(x * 0.2));
-        let d_body = nn::seq()
-            .add(nn::linear(&dp / "l1", 2, h, Default::default()))
-            .add_fn(lrelu)
-            .add(nn::linear(&dp / "l2", h, h, Default::default()))
-            .add_fn(lrelu);
-        let d_out = nn::linear(
-            &dp / "l3",
-            h + i64::from(cfg.minibatch_std),
-            1,
-            Default::default(),
-        );
         let adam = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
-        let (opt_g, opt_d) = (Adam::new(&g_vs, adam), Adam::new(&d_vs, adam));
+        let h = cfg.hidden;
+        let (pair, (g, d_body, d_out)) = GanPair::new(device, adam, adam, |g_vs, d_vs| {
+            let (gp, dp) = (g_vs.root(), d_vs.root());
+            let g = nn::seq()
+                .add(nn::linear(&gp / "l1", cfg.z_dim, h, Default::default()))
+                .add_fn(|x| x.relu())
+                .add(nn::linear(&gp / "l2", h, h, Default::default()))
+                .add_fn(|x| x.relu())
+                .add(nn::linear(&gp / "l3", h, 2, Default::default()));
+            let lrelu = |x: &Tensor| x.maximum(&(x * 0.2));
+            let d_body = nn::seq()
+                .add(nn::linear(&dp / "l1", 2, h, Default::default()))
+                .add_fn(lrelu)
+                .add(nn::linear(&dp / "l2", h, h, Default::default()))
+                .add_fn(lrelu);
+            let d_out = nn::linear(
+                &dp / "l3",
+                h + i64::from(cfg.minibatch_std),
+                1,
+                Default::default(),
+            );
+            Ok((g, d_body, d_out))
+        })?;
         Ok(Gan2d {
             cfg,
-            g_vs,
-            d_vs,
+            pair,
             g,
             d_body,
             d_out,
-            opt_g,
-            opt_d,
             device,
         })
     }
@@ -153,13 +149,13 @@ impl Model for Gan2d {
                 gp_v = gp.double_value(&[]);
                 d_loss += gp;
             }
-            self.opt_d.backward_step(&d_loss, ctx);
+            self.pair.opt_d.backward_step(&d_loss, ctx);
         }
         let g_loss = self
             .cfg
             .loss
             .g_loss(&self.critic(&self.g.forward(&self.latents(n))));
-        self.opt_g.backward_step(&g_loss, ctx);
+        self.pair.opt_g.backward_step(&g_loss, ctx);
         let mut out = vec![
             ("d_loss".to_string(), d_loss_v),
             ("g_loss".to_string(), g_loss.double_value(&[])),
@@ -175,18 +171,16 @@ impl Model for Gan2d {
         })))
     }
     fn var_stores(&self) -> Vec<(&str, &VarStore)> {
-        vec![("g", &self.g_vs), ("d", &self.d_vs)]
+        self.pair.var_stores()
     }
     fn ema_store(&self) -> Option<&VarStore> {
-        Some(&self.g_vs)
+        Some(&self.pair.g_vs)
     }
     fn save_optimizers(&self, ckpt: &mut Checkpoint) {
-        self.opt_g.save_state("g", ckpt);
-        self.opt_d.save_state("d", ckpt);
+        self.pair.save_optimizers(ckpt)
     }
     fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
-        self.opt_g.load_state("g", ckpt, path)?;
-        self.opt_d.load_state("d", ckpt, path)
+        self.pair.load_optimizers(ckpt, path)
     }
 }
 
@@ -232,7 +226,13 @@ mod tests {
         let loss = m.cfg.loss.d_loss(&m.critic(&x), &m.critic(&fake))
             + m.cfg.loss.g_loss(&m.critic(&fake));
         loss.backward();
-        for (name, t) in m.g_vs.variables().into_iter().chain(m.d_vs.variables()) {
+        for (name, t) in m
+            .pair
+            .g_vs
+            .variables()
+            .into_iter()
+            .chain(m.pair.d_vs.variables())
+        {
             assert!(
                 t.grad().defined() && t.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0,
                 "{name} got no gradient"

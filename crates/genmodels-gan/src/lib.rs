@@ -4,14 +4,16 @@
 //! to bottom: config, modules, losses, train step, sampling.
 //!
 //! - [`dcgan`]: Radford, Metz & Chintala 2016.
+//!   [`dcgan::wgan_gp_entry`]: WGAN-GP (Gulrajani et al. 2017) on the same networks.
 //! - [`gan2d`]: MLP GANs on 2-D mixtures for mode-collapse studies (plain, minibatch std, WGAN-GP).
 
 pub mod dcgan;
 pub mod gan2d;
+pub mod pair;
 
 use genmodels_core::model::ModelEntry;
 
 /// The models of this family, for the `genmodels` command line.
 pub fn entries() -> Vec<ModelEntry> {
-    vec![dcgan::entry(), gan2d::entry()]
+    vec![dcgan::entry(), dcgan::wgan_gp_entry(), gan2d::entry()]
 }

@@ -32,6 +32,11 @@ pub trait Model {
     fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Losses>;
     /// `n` samples from the model (in evaluation mode; no gradients).
     fn sample(&mut self, n: usize) -> Result<Samples>;
+    /// Held-out losses on one batch (no update, evaluation mode); `None` when the model has no
+    /// such notion. The trainer averages them over its validation batches (`val_loss`, ...).
+    fn eval_step(&mut self, _batch: &Batch) -> Result<Option<Losses>> {
+        Ok(None)
+    }
     /// The variable stores to checkpoint, by a stable name (`g`, `d`, ...).
     fn var_stores(&self) -> Vec<(&str, &VarStore)>;
     /// The store whose exponential moving average the trainer keeps (usually the generator).
@@ -52,6 +57,9 @@ pub struct DataInfo {
     pub num_classes: Option<usize>,
     /// Vocabulary size for token data.
     pub vocab_size: Option<usize>,
+    /// The tokenizer of token data, for models that store it with their weights.
+    #[serde(default)]
+    pub vocab: Option<crate::data::Vocab>,
 }
 
 /// A model as registered with the command line: how to make its default config for some data,

@@ -73,6 +73,8 @@ pub struct Adam {
     params: Vec<Tensor>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
+    /// Per parameter: whether weight decay applies (all by default).
+    decay: Vec<bool>,
     steps: i64,
 }
 
@@ -87,15 +89,29 @@ impl Adam {
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let exp_avg = named.iter().map(|(_, p)| p.zeros_like()).collect();
         let exp_avg_sq = named.iter().map(|(_, p)| p.zeros_like()).collect();
-        let (names, params) = named.into_iter().unzip();
+        let (names, params): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
+        let decay = vec![true; names.len()];
         Adam {
             cfg,
             names,
             params,
             exp_avg,
             exp_avg_sq,
+            decay,
             steps: 0,
         }
+    }
+
+    /// Restricts weight decay to the parameters for which `f(name, tensor)` holds (nanoGPT
+    /// decays matrices and embeddings, `dim() >= 2`, and leaves biases and norm gains alone).
+    pub fn with_decay_filter(mut self, f: impl Fn(&str, &Tensor) -> bool) -> Self {
+        self.decay = self
+            .names
+            .iter()
+            .zip(&self.params)
+            .map(|(n, p)| f(n, p))
+            .collect();
+        self
     }
 
     /// Number of updates taken.
@@ -149,23 +165,25 @@ impl Adam {
         let bc1 = 1.0 - c.beta1.powi(self.steps as i32);
         let bc2 = 1.0 - c.beta2.powi(self.steps as i32);
         tch::no_grad(|| {
-            for ((p, m), v) in self
+            for (((p, m), v), &decay) in self
                 .params
                 .iter_mut()
                 .zip(&mut self.exp_avg)
                 .zip(&mut self.exp_avg_sq)
+                .zip(&self.decay)
             {
+                let wd = if decay { c.weight_decay } else { 0.0 };
                 let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
-                let g = if c.weight_decay != 0.0 && !c.decoupled {
-                    &g + &*p * c.weight_decay
+                let g = if wd != 0.0 && !c.decoupled {
+                    &g + &*p * wd
                 } else {
                     g
                 };
-                if c.weight_decay != 0.0 && c.decoupled {
-                    let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                if wd != 0.0 && c.decoupled {
+                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
                 }
                 let _ = m.lerp_(&g, 1.0 - c.beta1);
                 let _ = v.g_mul_scalar_(c.beta2);

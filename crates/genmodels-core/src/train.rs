@@ -61,6 +61,11 @@ pub struct TrainerConfig {
     pub progress: bool,
     /// No cuDNN autotuning, reproducible cuBLAS (slower on GPUs).
     pub deterministic: bool,
+    /// Evaluate on the validation batches every this many steps (0: never); needs a
+    /// validation source and a model with an `eval_step`.
+    pub eval_every: u64,
+    /// Validation batches per evaluation (the same batches every time, so curves compare).
+    pub eval_batches: usize,
 }
 
 impl Default for TrainerConfig {
@@ -78,6 +83,8 @@ impl Default for TrainerConfig {
             lr_schedule: LrSchedule::Constant,
             progress: true,
             deterministic: false,
+            eval_every: 0,
+            eval_batches: 20,
         }
     }
 }
@@ -172,6 +179,42 @@ impl Trainer {
         run_dir: &Path,
         resume_from: Option<&Checkpoint>,
     ) -> Result<TrainSummary> {
+        self.run_with_eval(model, source, None, run_dir, resume_from)
+    }
+
+    /// Mean of the model's `eval_step` losses over the first `eval_batches` batches of `val`,
+    /// names prefixed with `val_`; `None` when the model does not evaluate.
+    pub fn evaluate(
+        model: &mut dyn Model,
+        val: &mut dyn BatchSource,
+        batches: usize,
+    ) -> Result<Option<Losses>> {
+        let mut sum: Losses = Vec::new();
+        for i in 0..batches.max(1) {
+            let b = val.batch_at(i as u64)?;
+            let Some(l) = tch::no_grad(|| model.eval_step(&b))? else {
+                return Ok(None);
+            };
+            if sum.is_empty() {
+                sum = l.iter().map(|(k, _)| (format!("val_{k}"), 0.0)).collect();
+            }
+            for (s, (_, v)) in sum.iter_mut().zip(l) {
+                s.1 += v;
+            }
+        }
+        let n = batches.max(1) as f64;
+        Ok(Some(sum.into_iter().map(|(k, v)| (k, v / n)).collect()))
+    }
+
+    /// [`Trainer::run`] with a validation source, evaluated every `eval_every` steps and at the end.
+    pub fn run_with_eval(
+        &self,
+        model: &mut dyn Model,
+        source: &mut dyn BatchSource,
+        mut val: Option<&mut dyn BatchSource>,
+        run_dir: &Path,
+        resume_from: Option<&Checkpoint>,
+    ) -> Result<TrainSummary> {
         let cfg = &self.cfg;
         if cfg.steps == 0 {
             return Err(Error::invalid("steps must be positive"));
@@ -244,7 +287,7 @@ impl Trainer {
                 lr_scale: cfg.lr_schedule.factor(step),
                 grad_clip: cfg.grad_clip,
             };
-            let losses = model.train_step(&batch, &ctx)?;
+            let mut losses = model.train_step(&batch, &ctx)?;
             if let Some((name, v)) = losses.iter().find(|(_, v)| !v.is_finite()) {
                 bar.abandon_with_message("stopped: non-finite loss");
                 let line = serde_json::json!({"step": step + 1, "error": format!("{name} is {v}")});
@@ -259,6 +302,14 @@ impl Trainer {
                 e.update();
             }
             let done = step + 1;
+            if let Some(v) = val.as_deref_mut() {
+                if cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == cfg.steps) {
+                    if let Some(vl) = Self::evaluate(model, v, cfg.eval_batches)? {
+                        bar.println(format!("step {done}: {}", fmt_losses(&vl)));
+                        losses.extend(vl);
+                    }
+                }
+            }
             elapsed = base_elapsed + t0.elapsed().as_secs_f64();
             bar.set_position(done);
             bar.set_message(fmt_losses(&losses));

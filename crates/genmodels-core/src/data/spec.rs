@@ -37,19 +37,44 @@ pub enum DataSpec {
     },
 }
 
+/// `char`, `byte`, `bpe` (2048 tokens) or `bpe=N`; `None` for anything else.
+fn parse_vocab(t: &str) -> Result<Option<VocabKind>> {
+    Ok(match t {
+        "char" => Some(VocabKind::Char),
+        "byte" => Some(VocabKind::Byte),
+        "bpe" => Some(VocabKind::Bpe(2048)),
+        _ => match t.strip_prefix("bpe=") {
+            Some(n) => Some(VocabKind::Bpe(n.parse().map_err(|_| {
+                Error::invalid(format!("`{t}`: the BPE size must be a whole number"))
+            })?)),
+            None => None,
+        },
+    })
+}
+
 /// The spec strings the command line accepts, for help texts.
-pub const DATA_HELP: &str = "fashion-mnist[:test] | mnist-5k | digits | moby-dick | kjv | ring8 | grid25 | \
-idx:DIR[:test] | folder:DIR[:SIZE[:CHANNELS]] | csv:FILE | text:FILE[:byte] | a path (IDX folder, image folder, .csv[.gz], text file)";
+pub const DATA_HELP: &str = "fashion-mnist[:test] | mnist-5k | digits | moby-dick[:TOK] | kjv[:TOK] | ring8 | grid25 | \
+idx:DIR[:test] | folder:DIR[:SIZE[:CHANNELS]] | csv:FILE | text:FILE[:TOK] (TOK: char, byte, bpe, bpe=N) | a path (IDX folder, image folder, .csv[.gz], text file)";
 
 impl DataSpec {
     /// Parses a spec string (see [`DATA_HELP`]).
     pub fn parse(s: &str) -> Result<Self> {
         let a = assets_dir();
         let (head, rest) = s.split_once(':').unwrap_or((s, ""));
-        let text = |path: PathBuf| DataSpec::Text {
-            path,
-            vocab: VocabKind::Char,
-            val_fraction: 0.1,
+        let text = |path: PathBuf| -> Result<DataSpec> {
+            Ok(DataSpec::Text {
+                path,
+                vocab: if rest.is_empty() {
+                    VocabKind::Char
+                } else {
+                    parse_vocab(rest)?.ok_or_else(|| {
+                        Error::invalid(format!(
+                            "`{s}`: unknown tokenizer `{rest}`; expected char, byte or bpe[=SIZE]"
+                        ))
+                    })?
+                },
+                val_fraction: 0.1,
+            })
         };
         Ok(match head {
             "fashion-mnist" => DataSpec::Idx {
@@ -62,8 +87,8 @@ impl DataSpec {
             "digits" => DataSpec::Csv {
                 path: a.join("digits.csv.gz"),
             },
-            "moby-dick" => text(a.join("text").join("moby-dick.txt")),
-            "kjv" => text(a.join("text").join("kjv.txt")),
+            "moby-dick" => text(a.join("text").join("moby-dick.txt"))?,
+            "kjv" => text(a.join("text").join("kjv.txt"))?,
             "ring8" | "grid25" => DataSpec::Mixture {
                 mixture: MixtureKind::parse(head)?,
                 n: 100_000,
@@ -107,17 +132,16 @@ impl DataSpec {
             }
             "csv" => DataSpec::Csv { path: rest.into() },
             "text" => {
-                let (p, byte) = rest
-                    .rsplit_once(':')
-                    .filter(|(_, t)| *t == "byte")
-                    .map_or((rest, false), |(p, _)| (p, true));
+                let (p, vocab) = match rest.rsplit_once(':') {
+                    Some((p, t)) => match parse_vocab(t)? {
+                        Some(v) => (p, v),
+                        None => (rest, VocabKind::Char),
+                    },
+                    None => (rest, VocabKind::Char),
+                };
                 DataSpec::Text {
                     path: p.into(),
-                    vocab: if byte {
-                        VocabKind::Byte
-                    } else {
-                        VocabKind::Char
-                    },
+                    vocab,
                     val_fraction: 0.1,
                 }
             }
@@ -226,11 +250,13 @@ impl OpenData {
                 example_shape: ds.example_shape(),
                 num_classes: ds.num_classes(),
                 vocab_size: None,
+                vocab: None,
             },
             OpenData::Text(c) => DataInfo {
                 example_shape: vec![],
                 num_classes: None,
                 vocab_size: Some(c.vocab.size()),
+                vocab: Some(c.vocab.clone()),
             },
         }
     }
@@ -268,6 +294,25 @@ impl OpenData {
     }
 }
 
+impl OpenData {
+    /// Held-out batches for evaluation during training: the validation split of a corpus
+    /// (fixed windows drawn from `seed`); `None` for image and point data.
+    pub fn val_source(
+        &self,
+        batch_size: usize,
+        block: Option<usize>,
+        seed: u64,
+        device: Device,
+    ) -> Result<Option<Box<dyn BatchSource>>> {
+        match (self, block) {
+            (OpenData::Text(c), Some(block)) if !c.val.is_empty() => Ok(Some(Box::new(
+                TextBatches::new(c.clone(), TextSplit::Val, block, batch_size, seed, device)?,
+            ))),
+            _ => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +345,14 @@ mod tests {
                 ..
             }
         ));
+        assert!(matches!(
+            DataSpec::parse("moby-dick:bpe=500").unwrap(),
+            DataSpec::Text {
+                vocab: VocabKind::Bpe(500),
+                ..
+            }
+        ));
+        assert!(DataSpec::parse("kjv:words").is_err());
         assert!(DataSpec::parse("folder:/x:big").is_err());
         let err = DataSpec::parse("/definitely/not/here")
             .unwrap_err()

@@ -17,15 +17,39 @@ pub enum VocabKind {
     Char,
     /// The 256 byte values; any file works.
     Byte,
+    /// Byte-level BPE (GPT-2's scheme) with this many tokens, trained on the corpus with the
+    /// `tokenizers` crate.
+    Bpe(u32),
 }
 
-/// A character- or byte-level vocabulary; stored in checkpoints as JSON.
+/// A character-, byte- or BPE vocabulary; stored in checkpoints as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vocab {
     pub kind: VocabKind,
     /// For `Char`: the characters, in id order.
     #[serde(default)]
     pub chars: Vec<char>,
+    /// For `Bpe`: the tokenizer, in the `tokenizers` crate's JSON (a Hugging Face `tokenizer.json`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bpe: String,
+    #[serde(skip)]
+    cache: BpeCache,
+}
+
+/// The parsed BPE tokenizer, built once on first use.
+#[derive(Default, Clone)]
+struct BpeCache(std::sync::OnceLock<std::sync::Arc<tokenizers::Tokenizer>>);
+
+impl PartialEq for BpeCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for BpeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BpeCache")
+    }
 }
 
 impl Vocab {
@@ -34,7 +58,71 @@ impl Vocab {
         Vocab {
             kind: VocabKind::Byte,
             chars: Vec::new(),
+            bpe: String::new(),
+            cache: BpeCache::default(),
         }
+    }
+
+    /// Trains a byte-level BPE of `size` tokens on `text` (line by line; GPT-2's byte-to-unicode
+    /// alphabet as the initial 256 tokens, merges of pairs seen at least twice).
+    pub fn train_bpe(text: &str, size: u32) -> Result<Self> {
+        use tokenizers::models::bpe::{BpeTrainer, BPE};
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        if size < 257 {
+            return Err(Error::invalid(format!(
+                "a byte-level BPE needs more than the 256 byte tokens; asked for {size}"
+            )));
+        }
+        let bpe_err = |e: tokenizers::Error| Error::invalid(format!("BPE training: {e}"));
+        let mut tok = tokenizers::Tokenizer::new(BPE::default());
+        tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        tok.with_decoder(Some(ByteLevel::new(false, true, true)));
+        let mut trainer = TrainerWrapper::BpeTrainer(
+            BpeTrainer::builder()
+                .vocab_size(size as usize)
+                .min_frequency(2)
+                .show_progress(false)
+                .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+                .build(),
+        );
+        tok.train(&mut trainer, text.split_inclusive('\n'))
+            .map_err(bpe_err)?;
+        let json = tok.to_string(false).map_err(bpe_err)?;
+        let v = Vocab {
+            kind: VocabKind::Bpe(tok.get_vocab_size(true) as u32),
+            chars: Vec::new(),
+            bpe: json,
+            cache: BpeCache::default(),
+        };
+        let _ = v.cache.0.set(std::sync::Arc::new(tok));
+        Ok(v)
+    }
+
+    /// A vocabulary from a `tokenizer.json` (any model the `tokenizers` crate reads, e.g. GPT-2's).
+    pub fn from_tokenizer_json(json: String) -> Result<Self> {
+        let tok: tokenizers::Tokenizer = json
+            .parse()
+            .map_err(|e| Error::invalid(format!("tokenizer.json: {e}")))?;
+        let v = Vocab {
+            kind: VocabKind::Bpe(tok.get_vocab_size(true) as u32),
+            chars: Vec::new(),
+            bpe: json,
+            cache: BpeCache::default(),
+        };
+        let _ = v.cache.0.set(std::sync::Arc::new(tok));
+        Ok(v)
+    }
+
+    fn bpe_tokenizer(&self) -> Result<&tokenizers::Tokenizer> {
+        if let Some(t) = self.cache.0.get() {
+            return Ok(t);
+        }
+        let tok: tokenizers::Tokenizer = self
+            .bpe
+            .parse()
+            .map_err(|e| Error::invalid(format!("stored BPE tokenizer does not parse: {e}")))?;
+        Ok(self.cache.0.get_or_init(|| std::sync::Arc::new(tok)))
     }
 
     /// The sorted characters of `text`.
@@ -48,6 +136,8 @@ impl Vocab {
         Vocab {
             kind: VocabKind::Char,
             chars,
+            bpe: String::new(),
+            cache: BpeCache::default(),
         }
     }
 
@@ -55,12 +145,19 @@ impl Vocab {
         match self.kind {
             VocabKind::Byte => 256,
             VocabKind::Char => self.chars.len(),
+            VocabKind::Bpe(n) => n as usize,
         }
     }
 
     /// Token ids of `text`; an unknown character is an error naming it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self.kind {
+            VocabKind::Bpe(_) => Ok(self
+                .bpe_tokenizer()?
+                .encode(text, false)
+                .map_err(|e| Error::invalid(format!("BPE encoding: {e}")))?
+                .get_ids()
+                .to_vec()),
             VocabKind::Byte => Ok(text.bytes().map(u32::from).collect()),
             VocabKind::Char => text
                 .chars()
@@ -76,6 +173,16 @@ impl Vocab {
     /// Text of token ids (invalid UTF-8 from byte tokens is replaced with U+FFFD).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self.kind {
+            VocabKind::Bpe(n) => {
+                if let Some(bad) = ids.iter().find(|&&i| i >= n) {
+                    return Err(Error::invalid(format!(
+                        "token {bad} is outside the vocabulary of {n}"
+                    )));
+                }
+                self.bpe_tokenizer()?
+                    .decode(ids, false)
+                    .map_err(|e| Error::invalid(format!("BPE decoding: {e}")))
+            }
             VocabKind::Byte => {
                 let bytes: Vec<u8> = ids
                     .iter()
@@ -132,6 +239,22 @@ impl TextCorpus {
             ));
         }
         let (vocab, ids) = match kind {
+            VocabKind::Bpe(size) => {
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    Error::bad_data(
+                        path,
+                        format!("not UTF-8 ({e}); BPE here trains on UTF-8 text"),
+                    )
+                })?;
+                // Trained on the training head only, so validation text stays unseen.
+                let n_train_chars = text
+                    .char_indices()
+                    .nth(((text.chars().count() as f64) * (1.0 - val_fraction)) as usize)
+                    .map_or(text.len(), |(i, _)| i);
+                let v = Vocab::train_bpe(&text[..n_train_chars], size)?;
+                let ids = v.encode(&text)?;
+                (v, ids)
+            }
             VocabKind::Byte => (
                 Vocab::bytes(),
                 bytes.iter().map(|&b| b as u32).collect::<Vec<_>>(),
@@ -265,6 +388,30 @@ mod tests {
         assert_eq!(b.decode(&b.encode("naïve").unwrap()).unwrap(), "naïve");
         let json = serde_json::to_string(&c.vocab).unwrap();
         assert_eq!(serde_json::from_str::<Vocab>(&json).unwrap(), c.vocab);
+    }
+
+    #[test]
+    fn bpe_trains_round_trips_and_survives_json() {
+        let text =
+            "the whale, the white whale! the sea and the ship; the whale again.\n".repeat(30);
+        let v = Vocab::train_bpe(&text, 300).unwrap();
+        assert!(v.size() > 256 && v.size() <= 300, "{}", v.size());
+        let ids = v.encode("the white whale and the sea").unwrap();
+        assert!(
+            ids.len() < 27,
+            "merges should shorten the text: {}",
+            ids.len()
+        );
+        assert_eq!(v.decode(&ids).unwrap(), "the white whale and the sea");
+        // Unseen characters still encode (byte fallback through the byte-level alphabet).
+        assert_eq!(v.decode(&v.encode("Ahab ü").unwrap()).unwrap(), "Ahab ü");
+        let back: Vocab = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(
+            back.encode("the whale").unwrap(),
+            v.encode("the whale").unwrap()
+        );
+        assert!(v.decode(&[v.size() as u32]).is_err());
+        assert!(Vocab::train_bpe(&text, 100).is_err());
     }
 
     #[test]

@@ -12,9 +12,13 @@ use genmodels_core::optim::{Ema, LrSchedule};
 use genmodels_core::train::{write_samples_to, Trainer, TrainerConfig};
 use std::path::{Path, PathBuf};
 
+mod text;
+
 /// Every model the command line knows, from every family crate.
 fn registry() -> Vec<ModelEntry> {
-    genmodels_gan::entries()
+    let mut all = genmodels_gan::entries();
+    all.extend(genmodels_transformer::entries());
+    all
 }
 
 fn find_model(name: &str) -> Result<ModelEntry> {
@@ -81,6 +85,26 @@ enum Cmd {
     Metrics(MetricsArgs),
     /// Train the domain classifier used by `metrics --classifier` (features, domain IS, CAS).
     Classifier(ClassifierArgs),
+    /// Generate text from a trained (or imported) GPT run, streaming to stdout.
+    Generate(GenerateArgs),
+    /// Validation loss, perplexity and bits per character of a GPT run.
+    Perplexity {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// Text to score (default: the run's own data); its validation split is used.
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Import a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json) as a run.
+    ImportGpt2 {
+        /// Folder written by `save_pretrained`.
+        dir: PathBuf,
+        /// Run folder to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List the models this build knows.
     List,
 }
@@ -119,6 +143,43 @@ struct MetricsArgs {
     /// Training data: adds the memorisation check (nearest-training distances in pixel space).
     #[arg(long)]
     train: Option<String>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// The run folder (from `genmodels train gpt ...` or `genmodels import-gpt2`).
+    run_dir: PathBuf,
+    /// Prompt text; repeat for a batch of prompts (default: a newline).
+    #[arg(long)]
+    prompt: Vec<String>,
+    /// New tokens per sample.
+    #[arg(short = 'n', long, default_value_t = 200)]
+    max_new_tokens: usize,
+    /// Samples per prompt.
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
+    /// 0 for greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    #[arg(long)]
+    top_k: Option<i64>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    repetition_penalty: Option<f64>,
+    /// Stop a sample when it produces this text (repeatable; the stop text is not printed).
+    #[arg(long)]
+    stop: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Recompute the whole context for every token instead of using the KV cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Print samples when finished instead of streaming the first one token by token.
+    #[arg(long)]
+    no_stream: bool,
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Args)]
@@ -183,6 +244,12 @@ struct TrainArgs {
     /// Reproducible kernels (slower on GPUs).
     #[arg(long)]
     deterministic: bool,
+    /// Validation every this many steps, for models that evaluate (text); 0: never.
+    #[arg(long, default_value_t = 250)]
+    eval_every: u64,
+    /// Batches per validation.
+    #[arg(long, default_value_t = 20)]
+    eval_batches: usize,
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -196,6 +263,17 @@ fn block_of(config: &serde_json::Value) -> Option<usize> {
         .get("block_size")
         .and_then(|b| b.as_u64())
         .map(|b| b as usize)
+}
+
+/// The tokenizer a model config stores, if any.
+fn vocab_of(config: &serde_json::Value) -> Result<Option<genmodels_core::data::Vocab>> {
+    match config.get("vocab") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => Ok(Some(
+            serde_json::from_value(v.clone())
+                .context("the checkpoint's tokenizer does not parse")?,
+        )),
+    }
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -219,6 +297,8 @@ fn train(a: TrainArgs) -> Result<()> {
         lr_schedule: LrSchedule::parse(&a.lr_schedule)?,
         progress: !a.no_progress,
         deterministic: a.deterministic,
+        eval_every: a.eval_every,
+        eval_batches: a.eval_batches,
     };
     // The data decides the default config (image shape, classes, vocabulary).
     let data = spec.load()?;
@@ -227,6 +307,7 @@ fn train(a: TrainArgs) -> Result<()> {
     seed_everything(a.seed);
     let mut model = (entry.build)(&config, device)?;
     let mut source = data.source(a.batch_size, block_of(&config), a.seed, device)?;
+    let mut val = data.val_source(a.batch_size, block_of(&config), a.seed ^ 0x5eed, device)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let run_json = serde_json::json!({"model": entry.name, "config": config, "trainer": tcfg, "data": spec, "device": device_name(device)});
     std::fs::write(
@@ -234,7 +315,14 @@ fn train(a: TrainArgs) -> Result<()> {
         serde_json::to_string_pretty(&run_json)?,
     )?;
     let trainer = Trainer::new(tcfg, serde_json::to_value(&spec)?);
-    let s = trainer.run(model.as_mut(), source.as_mut(), &a.out, None)?;
+    let s = trainer.run_with_eval(
+        model.as_mut(),
+        source.as_mut(),
+        val.as_mut()
+            .map(|v| v.as_mut() as &mut dyn genmodels_core::data::BatchSource),
+        &a.out,
+        None,
+    )?;
     println!(
         "trained {} for {} steps in {:.1}s; checkpoint {}",
         entry.name,
@@ -278,14 +366,19 @@ fn resume(
     tcfg.progress = !no_progress;
     let spec: DataSpec = serde_json::from_value(ck.meta.state.data.clone())
         .context("checkpoint holds no data spec")?;
-    let mut source = spec.load()?.source(
-        tcfg.batch_size,
-        block_of(&ck.meta.config),
-        tcfg.seed,
-        device,
-    )?;
+    let data = spec.load_with_vocab(vocab_of(&ck.meta.config)?.as_ref())?;
+    let block = block_of(&ck.meta.config);
+    let mut source = data.source(tcfg.batch_size, block, tcfg.seed, device)?;
+    let mut val = data.val_source(tcfg.batch_size, block, tcfg.seed ^ 0x5eed, device)?;
     let trainer = Trainer::new(tcfg, ck.meta.state.data.clone());
-    let s = trainer.run(model.as_mut(), source.as_mut(), run_dir, Some(&ck))?;
+    let s = trainer.run_with_eval(
+        model.as_mut(),
+        source.as_mut(),
+        val.as_mut()
+            .map(|v| v.as_mut() as &mut dyn genmodels_core::data::BatchSource),
+        run_dir,
+        Some(&ck),
+    )?;
     println!(
         "resumed {} to step {} ({:.1}s in all); checkpoint {}",
         entry.name,
@@ -674,6 +767,13 @@ fn main() {
         } => sample(&run_dir, n, &out, seed, device.as_deref(), no_ema),
         Cmd::Metrics(a) => metrics(a),
         Cmd::Classifier(a) => classifier(a),
+        Cmd::Generate(a) => text::generate_cmd(a),
+        Cmd::Perplexity {
+            run_dir,
+            data,
+            device,
+        } => text::perplexity(&run_dir, data.as_deref(), device.as_deref()),
+        Cmd::ImportGpt2 { dir, out } => text::import_gpt2(&dir, &out),
         Cmd::List => {
             list();
             Ok(())

@@ -302,18 +302,20 @@ impl Trainer {
                 e.update();
             }
             let done = step + 1;
+            let mut evaluated = false;
             if let Some(v) = val.as_deref_mut() {
                 if cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == cfg.steps) {
                     if let Some(vl) = Self::evaluate(model, v, cfg.eval_batches)? {
                         bar.println(format!("step {done}: {}", fmt_losses(&vl)));
                         losses.extend(vl);
+                        evaluated = true;
                     }
                 }
             }
             elapsed = base_elapsed + t0.elapsed().as_secs_f64();
             bar.set_position(done);
             bar.set_message(fmt_losses(&losses));
-            if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
+            if done % cfg.log_every.max(1) == 0 || done == cfg.steps || evaluated {
                 let mut obj = serde_json::Map::new();
                 obj.insert("step".into(), done.into());
                 obj.insert("time_s".into(), elapsed.into());

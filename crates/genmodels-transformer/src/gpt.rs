@@ -481,6 +481,8 @@ impl Gpt {
         self.forward_inner(idx, Some(cache), valid, false)
     }
 
+    // `x = x + y` on purpose: tch's `+=` is in place, and autograd needs the old `x`.
+    #[allow(clippy::assign_op_pattern)]
     fn forward_inner(
         &self,
         idx: &Tensor,
@@ -607,6 +609,48 @@ impl Gpt {
             0.0,
         ))
     }
+}
+
+/// Summed next-token negative log-likelihood (nats) of a token sequence and the number of
+/// predicted tokens, over non-overlapping windows of the full context (each window starts with
+/// an empty context, the usual non-overlapping estimate). `progress(done, total)` per batch.
+pub fn sequence_nll(
+    gpt: &Gpt,
+    tokens: &[u32],
+    batch: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(f64, usize)> {
+    if tokens.len() < 2 {
+        return Err(Error::invalid("perplexity needs at least two tokens"));
+    }
+    let block = gpt.cfg.block_size as usize;
+    let starts: Vec<usize> = (0..tokens.len() - 1).step_by(block).collect();
+    let dev = gpt.device();
+    let (mut nll, mut count) = (0.0, 0usize);
+    for (bi, chunk) in starts.chunks(batch.max(1)).enumerate() {
+        for &s in chunk {
+            let len = block.min(tokens.len() - 1 - s);
+            let x: Vec<i64> = tokens[s..s + len].iter().map(|&t| t as i64).collect();
+            let y: Vec<i64> = tokens[s + 1..s + 1 + len]
+                .iter()
+                .map(|&t| t as i64)
+                .collect();
+            let x = Tensor::from_slice(&x).view([1, len as i64]).to_device(dev);
+            let y = Tensor::from_slice(&y).to_device(dev);
+            let logits = tch::no_grad(|| gpt.forward(&x, false))?;
+            let l = logits.view([len as i64, -1]).cross_entropy_loss(
+                &y,
+                None::<Tensor>,
+                tch::Reduction::Sum,
+                -100,
+                0.0,
+            );
+            nll += l.double_value(&[]);
+            count += len;
+        }
+        progress((bi + 1) * batch.max(1), starts.len());
+    }
+    Ok((nll, count))
 }
 
 /// A GPT with its AdamW, as the trainer drives it.

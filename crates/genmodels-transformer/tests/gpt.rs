@@ -172,7 +172,7 @@ fn generation_with_and_without_cache_agree_and_batched_prompts_match_single_ones
     let b = generate(&g, &prompts, &greedy(false, 8), |_, _| false).unwrap();
     assert_eq!(a, b);
     for (i, p) in prompts.iter().enumerate() {
-        let alone = generate(&g, &[p.clone()], &greedy(true, 8), |_, _| false).unwrap();
+        let alone = generate(&g, std::slice::from_ref(p), &greedy(true, 8), |_, _| false).unwrap();
         assert_eq!(alone[0], a[i], "row {i}");
     }
     let long = generate(&g, &prompts, &greedy(true, 30), |_, _| false).unwrap();

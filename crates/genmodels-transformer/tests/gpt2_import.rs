@@ -44,7 +44,7 @@ fn greedy_generation_is_identical_token_for_token() {
             },
             use_cache,
         };
-        let got = generate(&gpt, &[prompt.clone()], &cfg, |_, _| false).unwrap();
+        let got = generate(&gpt, std::slice::from_ref(&prompt), &cfg, |_, _| false).unwrap();
         let got: Vec<i64> = got[0].iter().map(|&t| t as i64).collect();
         assert_eq!(got, want, "use_cache = {use_cache}");
     }

@@ -3,7 +3,7 @@
 
 use super::{
     shared, CsvDigits, DataLoader, IdxDataset, IdxSplit, ImageFolder, Mixture2d, MixtureKind,
-    TextBatches, TextCorpus, TextSplit, VocabKind,
+    TextBatches, TextCorpus, TextSplit, Vocab, VocabKind,
 };
 use crate::data::{BatchSource, DynDataset};
 use crate::model::DataInfo;
@@ -219,15 +219,21 @@ impl DataSpec {
 
     /// Opens the data once; ask the result for its [`DataInfo`] and then for a batch source.
     pub fn load(&self) -> Result<OpenData> {
+        self.load_with_vocab(None)
+    }
+
+    /// [`DataSpec::load`], text tokenised with `vocab` when given (a checkpoint's tokenizer).
+    pub fn load_with_vocab(&self, existing: Option<&Vocab>) -> Result<OpenData> {
         match self {
             DataSpec::Text {
                 path,
                 vocab,
                 val_fraction,
-            } => Ok(OpenData::Text(Arc::new(TextCorpus::open(
+            } => Ok(OpenData::Text(Arc::new(TextCorpus::open_with(
                 path,
                 *vocab,
                 *val_fraction,
+                existing,
             )?))),
             _ => Ok(OpenData::Fixed(self.dataset()?)),
         }

@@ -226,6 +226,17 @@ pub struct TextCorpus {
 impl TextCorpus {
     /// Reads and tokenises `path`; `val_fraction` of the tokens (at the end) go to validation.
     pub fn open(path: &Path, kind: VocabKind, val_fraction: f64) -> Result<Self> {
+        Self::open_with(path, kind, val_fraction, None)
+    }
+
+    /// Like [`TextCorpus::open`], but tokenised with an existing vocabulary (a checkpoint's), so
+    /// a resumed run or an evaluation sees the ids its model was trained on.
+    pub fn open_with(
+        path: &Path,
+        kind: VocabKind,
+        val_fraction: f64,
+        existing: Option<&Vocab>,
+    ) -> Result<Self> {
         if !(0.0..1.0).contains(&val_fraction) {
             return Err(Error::invalid(format!(
                 "val_fraction must be in [0, 1), got {val_fraction}"
@@ -238,8 +249,24 @@ impl TextCorpus {
                 "text file is empty: a corpus needs at least a few hundred characters",
             ));
         }
-        let (vocab, ids) = match kind {
-            VocabKind::Bpe(size) => {
+        let (vocab, ids) = match (kind, existing) {
+            (_, Some(v)) => {
+                let ids = match v.kind {
+                    VocabKind::Byte => bytes.iter().map(|&b| b as u32).collect::<Vec<_>>(),
+                    _ => {
+                        let text = String::from_utf8(bytes)
+                            .map_err(|e| Error::bad_data(path, format!("not UTF-8 ({e})")))?;
+                        v.encode(&text).map_err(|e| {
+                            Error::bad_data(
+                                path,
+                                format!("does not fit the model's tokenizer: {e}"),
+                            )
+                        })?
+                    }
+                };
+                (v.clone(), ids)
+            }
+            (VocabKind::Bpe(size), None) => {
                 let text = String::from_utf8(bytes).map_err(|e| {
                     Error::bad_data(
                         path,
@@ -255,11 +282,11 @@ impl TextCorpus {
                 let ids = v.encode(&text)?;
                 (v, ids)
             }
-            VocabKind::Byte => (
+            (VocabKind::Byte, None) => (
                 Vocab::bytes(),
                 bytes.iter().map(|&b| b as u32).collect::<Vec<_>>(),
             ),
-            VocabKind::Char => {
+            (VocabKind::Char, None) => {
                 let text = String::from_utf8(bytes).map_err(|e| {
                     Error::bad_data(path, format!("not UTF-8 ({e}); use a byte-level vocabulary for binary or mixed encodings"))
                 })?;

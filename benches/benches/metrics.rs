@@ -13,81 +13,20 @@ use genmodels_metrics::fid::{frechet_distance, FeatureStats};
 use genmodels_metrics::inception::{FidInception, Tap};
 use genmodels_metrics::prdc::precision_recall;
 use genmodels_metrics::resize::Resize;
-use std::path::PathBuf;
-use std::time::Instant;
+use genmodels_benches::{median_secs, report};
 use tch::{Device, Kind, Tensor};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs the Python counterpart; returns (name, median seconds) pairs.
 fn python(what: &str, repeats: usize, extra: &[&str]) -> Vec<(String, f64)> {
-    let py = root().join(".venv/bin/python");
     let fid_pt = genmodels_core::assets_dir()
         .join("weights")
         .join("fid_inception_torchscript.pt");
-    let out = std::process::Command::new(py)
-        .arg(root().join("benches/python/metrics_bench.py"))
-        .args([
-            what,
-            &repeats.to_string(),
-            &tch::get_num_threads().to_string(),
-        ])
-        .args(extra)
-        .env("FID_TORCHSCRIPT", fid_pt)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let line = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .last()
-                .unwrap_or("{}")
-                .to_string();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            v.as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(f64::NAN)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        }
-        Ok(o) => {
-            eprintln!(
-                "python {what} failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            vec![]
-        }
-        Err(e) => {
-            eprintln!("python {what} could not start ({e}); run `cargo xtask setup`");
-            vec![]
-        }
-    }
-}
-
-fn median_secs(repeats: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut ts: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    ts.sort_by(|a, b| a.total_cmp(b));
-    ts[ts.len() / 2]
-}
-
-fn report(name: &str, ours: f64, theirs: &[(String, f64)]) {
-    println!("\n== {name}: ours {:.4} s (median)", ours);
-    for (k, v) in theirs {
-        println!("   {k}: {v:.4} s  ->  ours is {:.2}x faster", v / ours);
-    }
+    genmodels_benches::python(
+        "metrics_bench.py",
+        what,
+        repeats,
+        extra,
+        &[("FID_TORCHSCRIPT", fid_pt)],
+    )
 }
 
 fn stats(seed: i64) -> FeatureStats {

@@ -1,0 +1,112 @@
+//! Model step benchmarks, each beside the same model in PyTorch from Python measured in the
+//! same run (benches/python/models_bench.py, same thread count):
+//!
+//! - one DCGAN training step at batch 64 on 28x28 (D then G, Adam 2e-4 / 0.5) vs the same
+//!   networks and step in PyTorch;
+//! - one GPT training step in nanoGPT's CPU configuration (4 x 4 x 128, context 64, batch 12,
+//!   AdamW, clipping at 1.0) vs a nanoGPT-style model and loop;
+//! - batch-1 generation of 200 tokens with the KV cache (4 x 4 x 128, context 256, sampling at
+//!   temperature 1) vs `transformers`' `generate` on the same GPT-2 shape.
+//!
+//! `cargo bench -p genmodels-benches --bench models`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use genmodels_benches::{median_secs, python, report};
+use genmodels_core::data::Batch;
+use genmodels_core::model::Model;
+use genmodels_core::optim::StepCtx;
+use genmodels_core::samplers::LogitsProcessor;
+use genmodels_gan::dcgan::{Dcgan, DcganConfig};
+use genmodels_transformer::generate::{generate, GenerateConfig};
+use genmodels_transformer::gpt::{GptConfig, GptModel, MlpKind};
+use tch::{Device, Kind, Tensor};
+
+const VOCAB: i64 = 96;
+
+fn dcgan_step(c: &mut Criterion) {
+    tch::manual_seed(0);
+    let mut m = Dcgan::new(DcganConfig::default(), Device::Cpu).expect("dcgan");
+    let x = Tensor::rand([64, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let batch = Batch { x, y: None };
+    let ctx = StepCtx::default();
+    let ours = median_secs(10, || {
+        m.train_step(&batch, &ctx).expect("step");
+    });
+    report(
+        "DCGAN training step, batch 64, 28x28",
+        ours,
+        &python("models_bench.py", "dcgan_step", 10, &[], &[]),
+    );
+    let mut g = c.benchmark_group("dcgan");
+    g.sample_size(10);
+    g.bench_function("train_step_b64", |b| {
+        b.iter(|| m.train_step(&batch, &ctx).expect("step"))
+    });
+    g.finish();
+}
+
+fn gpt_step(c: &mut Criterion) {
+    tch::manual_seed(0);
+    let cfg = GptConfig {
+        vocab_size: VOCAB,
+        ..GptConfig::cpu_mini()
+    };
+    let mut m = GptModel::new("gpt-mini", cfg, Device::Cpu).expect("gpt");
+    let x = Tensor::randint(VOCAB, [12, 64], (Kind::Int64, Device::Cpu));
+    let y = Tensor::randint(VOCAB, [12, 64], (Kind::Int64, Device::Cpu));
+    let batch = Batch { x, y: Some(y) };
+    let ctx = StepCtx {
+        grad_clip: Some(1.0),
+        ..Default::default()
+    };
+    let ours = median_secs(20, || {
+        m.train_step(&batch, &ctx).expect("step");
+    });
+    report(
+        "GPT training step, nanoGPT CPU config (4x4x128, block 64, batch 12)",
+        ours,
+        &python("models_bench.py", "gpt_step", 20, &[], &[]),
+    );
+    let mut g = c.benchmark_group("gpt");
+    g.sample_size(20);
+    g.bench_function("train_step_cpu_mini", |b| {
+        b.iter(|| m.train_step(&batch, &ctx).expect("step"))
+    });
+    g.finish();
+}
+
+fn gpt_generate(c: &mut Criterion) {
+    tch::manual_seed(0);
+    let cfg = GptConfig {
+        vocab_size: VOCAB,
+        block_size: 256,
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 128,
+        mlp: MlpKind::GeluTanh,
+        ..Default::default()
+    };
+    let m = GptModel::new("gpt", cfg, Device::Cpu).expect("gpt");
+    let gen = GenerateConfig {
+        max_new_tokens: 200,
+        processor: LogitsProcessor::default(),
+        use_cache: true,
+    };
+    let prompt = vec![vec![1u32]];
+    let run = || {
+        generate(&m.gpt, &prompt, &gen, |_, _| false).expect("generate");
+    };
+    let ours = median_secs(5, run);
+    report(
+        "GPT generation, batch 1, 200 new tokens with KV cache (4x4x128); time ratio = tokens/s ratio",
+        ours,
+        &python("models_bench.py", "gpt_generate", 5, &[], &[]),
+    );
+    let mut g = c.benchmark_group("gpt");
+    g.sample_size(10);
+    g.bench_function("generate_200_tokens", |b| b.iter(run));
+    g.finish();
+}
+
+criterion_group!(benches, dcgan_step, gpt_step, gpt_generate);
+criterion_main!(benches);

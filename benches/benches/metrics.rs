@@ -9,11 +9,11 @@
 //! `cargo bench -p genmodels-benches --bench metrics`; `GENMODELS_BENCH_PRC_N` sets N (default 5000).
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use genmodels_benches::{median_secs, report};
 use genmodels_metrics::fid::{frechet_distance, FeatureStats};
 use genmodels_metrics::inception::{FidInception, Tap};
 use genmodels_metrics::prdc::precision_recall;
 use genmodels_metrics::resize::Resize;
-use genmodels_benches::{median_secs, report};
 use tch::{Device, Kind, Tensor};
 
 fn python(what: &str, repeats: usize, extra: &[&str]) -> Vec<(String, f64)> {

@@ -177,6 +177,13 @@ impl Adam {
                 if !g.defined() {
                     continue;
                 }
+                if lr == 0.0 {
+                    // Moments still advance (as in torch), the parameters stay.
+                    let _ = m.lerp_(&g, 1.0 - c.beta1);
+                    let _ = v.g_mul_scalar_(c.beta2);
+                    let _ = v.addcmul_(&(&g * (1.0 - c.beta2)), &g);
+                    continue;
+                }
                 let g = if wd != 0.0 && !c.decoupled {
                     &g + &*p * wd
                 } else {
@@ -188,8 +195,13 @@ impl Adam {
                 let _ = m.lerp_(&g, 1.0 - c.beta1);
                 let _ = v.g_mul_scalar_(c.beta2);
                 let _ = v.addcmul_(&(&g * (1.0 - c.beta2)), &g);
-                let denom = (v.sqrt() / bc2.sqrt()).g_add_scalar_(c.eps);
-                let _ = p.addcdiv_(&(&*m * (-lr / bc1)), &denom);
+                // p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), folding the step size into the
+                // denominator in place: two temporaries per parameter instead of four.
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt());
+                let _ = denom.g_add_scalar_(c.eps);
+                let _ = denom.g_mul_scalar_(-bc1 / lr);
+                let _ = p.addcdiv_(&*m, &denom);
             }
         });
     }

@@ -257,8 +257,10 @@ trait LeakyRelu {
 }
 
 impl LeakyRelu for Tensor {
+    /// One fused kernel (PReLU with a constant slope), forward and backward; tch's
+    /// `leaky_relu` has no slope argument, and `max(x, slope * x)` costs two passes each way.
     fn leaky_relu_with(&self, slope: f64) -> Tensor {
-        self.maximum(&(self * slope))
+        self.prelu(&Tensor::from_slice(&[slope as f32]).to_device(self.device()))
     }
 }
 

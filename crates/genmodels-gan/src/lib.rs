@@ -5,8 +5,10 @@
 //!
 //! - [`dcgan`]: Radford, Metz & Chintala 2016.
 //!   [`dcgan::wgan_gp_entry`]: WGAN-GP (Gulrajani et al. 2017) on the same networks.
+//! - [`biggan`]: a BigGAN-style class-conditional GAN (Brock et al. 2019).
 //! - [`gan2d`]: MLP GANs on 2-D mixtures for mode-collapse studies (plain, minibatch std, WGAN-GP).
 
+pub mod biggan;
 pub mod dcgan;
 pub mod gan2d;
 pub mod pair;
@@ -15,5 +17,10 @@ use genmodels_core::model::ModelEntry;
 
 /// The models of this family, for the `genmodels` command line.
 pub fn entries() -> Vec<ModelEntry> {
-    vec![dcgan::entry(), dcgan::wgan_gp_entry(), gan2d::entry()]
+    vec![
+        dcgan::entry(),
+        dcgan::wgan_gp_entry(),
+        biggan::entry(),
+        gan2d::entry(),
+    ]
 }

@@ -85,6 +85,10 @@ enum Cmd {
     Metrics(MetricsArgs),
     /// Train the domain classifier used by `metrics --classifier` (features, domain IS, CAS).
     Classifier(ClassifierArgs),
+    /// Classification Accuracy Score of a class-conditional run (BigGAN): train the domain
+    /// classifier on generated labelled images, test it on real ones, beside the same classifier
+    /// trained on as many real images.
+    Cas(CasArgs),
     /// Generate text from a trained (or imported) GPT run, streaming to stdout.
     Generate(GenerateArgs),
     /// Validation loss, perplexity and bits per character of a GPT run.
@@ -143,6 +147,36 @@ struct MetricsArgs {
     /// Training data: adds the memorisation check (nearest-training distances in pixel space).
     #[arg(long)]
     train: Option<String>,
+}
+
+#[derive(Args)]
+struct CasArgs {
+    /// A class-conditional run folder (biggan).
+    run_dir: PathBuf,
+    /// Real labelled training images (baseline, and `--mix`).
+    #[arg(long, default_value = "fashion-mnist")]
+    real: String,
+    /// Real labelled test images.
+    #[arg(long, default_value = "fashion-mnist:test")]
+    test: String,
+    /// Generated images (balanced over classes); the baseline uses as many real ones.
+    #[arg(short, long, default_value_t = 10_000)]
+    n: usize,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Truncation threshold for the generated latents (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    truncation: f64,
+    /// Also train on real + generated (data augmentation) and report it.
+    #[arg(long)]
+    mix: bool,
+    /// Write the scores as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Args)]
@@ -716,6 +750,121 @@ fn load_for_sampling(
     Ok(())
 }
 
+fn cas(a: CasArgs) -> Result<()> {
+    use genmodels_core::data::{Dataset, DynDataset, InMemory, Subset};
+    use genmodels_gan::biggan::{BigGan, BigGanConfig};
+    use genmodels_metrics::classifier::{classification_accuracy_score, ClassifierConfig};
+    use std::sync::Arc;
+    if a.n == 0 || a.epochs == 0 {
+        bail!("-n and --epochs must be at least 1");
+    }
+    let device = device_from_env_or(a.device.as_deref())?;
+    let path = checkpoint_path(&a.run_dir);
+    if !path.exists() {
+        bail!(
+            "{} holds no checkpoint.safetensors: not a genmodels run folder",
+            a.run_dir.display()
+        );
+    }
+    let ck = Checkpoint::load(&path)?;
+    if ck.meta.model != "biggan" {
+        bail!(
+            "CAS needs a class-conditional run (biggan); {} holds `{}`",
+            a.run_dir.display(),
+            ck.meta.model
+        );
+    }
+    let cfg: BigGanConfig =
+        serde_json::from_value(ck.meta.config.clone()).context("BigGAN config")?;
+    let mut g = BigGan::new(cfg.clone(), device)?;
+    load_for_sampling(&mut g, &ck, &a.run_dir, false)?;
+    let real = DataSpec::parse(&a.real)?.dataset()?;
+    let test = DataSpec::parse(&a.test)?.dataset()?;
+    let k = cfg.num_classes as usize;
+    if real.num_classes() != Some(k) || test.num_classes() != Some(k) {
+        bail!("the run has {k} classes; --real and --test must be labelled with the same classes");
+    }
+    seed_everything(a.seed);
+    let b = bar(a.n as u64, "generating");
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < a.n {
+        let m = 500.min(a.n - done);
+        let y: Vec<i64> = (done..done + m).map(|i| (i % k) as i64).collect();
+        let y = tch::Tensor::from_slice(&y).to_device(device);
+        xs.push(g.generate(&y, a.truncation)?.to_device(tch::Device::Cpu));
+        ys.push(y.to_device(tch::Device::Cpu));
+        done += m;
+        b.set_position(done as u64);
+    }
+    b.finish();
+    let fake: DynDataset = Arc::new(InMemory::new(
+        &tch::Tensor::cat(&xs, 0),
+        &tch::Tensor::cat(&ys, 0),
+        k,
+        "generated",
+    )?);
+    let n_real = a.n.min(real.len());
+    let real_sub: DynDataset = Arc::new(Subset::new(real.clone(), (0..n_real).collect())?);
+    let shape = real.example_shape();
+    let ccfg = ClassifierConfig {
+        channels: shape[0],
+        image_size: shape[1],
+        classes: k as i64,
+        feature_dim: 128,
+    };
+    let t0 = std::time::Instant::now();
+    let score = |train: DynDataset, what: &str| -> Result<f64> {
+        eprintln!("training the classifier on {what} ...");
+        Ok(classification_accuracy_score(
+            ccfg.clone(),
+            train,
+            test.as_ref(),
+            a.epochs,
+            a.seed,
+            device,
+        )?)
+    };
+    let cas = score(fake.clone(), "generated images")?;
+    let base = score(real_sub.clone(), "real images")?;
+    let mut out = serde_json::json!({"cas": cas, "real_baseline": base, "num_train": a.n, "epochs": a.epochs, "truncation": a.truncation});
+    println!("CAS (train on {} generated, test on real)  {cas:.4}", a.n);
+    println!("baseline (train on {n_real} real)           {base:.4}");
+    if a.mix {
+        struct Concat(DynDataset, DynDataset);
+        impl Dataset for Concat {
+            fn len(&self) -> usize {
+                self.0.len() + self.1.len()
+            }
+            fn example_shape(&self) -> Vec<i64> {
+                self.0.example_shape()
+            }
+            fn num_classes(&self) -> Option<usize> {
+                self.0.num_classes()
+            }
+            fn get(&self, i: usize, o: &mut [f32]) -> genmodels_core::Result<Option<i64>> {
+                if i < self.0.len() {
+                    self.0.get(i, o)
+                } else {
+                    self.1.get(i - self.0.len(), o)
+                }
+            }
+            fn describe(&self) -> String {
+                format!("{} + {}", self.0.describe(), self.1.describe())
+            }
+        }
+        let mixed = score(Arc::new(Concat(real_sub, fake)), "real + generated images")?;
+        println!("real + generated                         {mixed:.4}");
+        out["real_plus_generated"] = mixed.into();
+    }
+    eprintln!("({:.0}s)", t0.elapsed().as_secs_f64());
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
 fn list() {
     println!("{:<12} {:<12} summary", "model", "family");
     for e in registry() {
@@ -768,6 +917,7 @@ fn main() {
         Cmd::Metrics(a) => metrics(a),
         Cmd::Classifier(a) => classifier(a),
         Cmd::Generate(a) => text::generate_cmd(a),
+        Cmd::Cas(a) => cas(a),
         Cmd::Perplexity {
             run_dir,
             data,

@@ -457,3 +457,93 @@ fn imported_gpt2_generates() {
         "config.json",
     );
 }
+
+#[test]
+fn biggan_trains_and_cas_compares_with_real_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 40, 8);
+    let run = tmp.path().join("bg");
+    let (d, r) = (
+        format!("idx:{}", data.display()),
+        run.to_str().unwrap().to_string(),
+    );
+    ok(&genmodels(&[
+        "train",
+        "biggan",
+        "--data",
+        &d,
+        "--out",
+        &r,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--set",
+        "g_ch=4",
+        "--set",
+        "d_ch=4",
+        "--set",
+        "z_dim=8",
+        "--set",
+        "shared_dim=4",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--sample-count",
+        "20",
+    ]));
+    let json = tmp.path().join("cas.json");
+    let o = genmodels(&[
+        "cas",
+        &r,
+        "--real",
+        &d,
+        "--test",
+        &d,
+        "-n",
+        "20",
+        "--epochs",
+        "1",
+        "--mix",
+        "--json",
+        json.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    ok(&o);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for k in ["cas", "real_baseline", "real_plus_generated"] {
+        let x = v[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{k} = {x}");
+    }
+    // Unlabelled or unconditional: clear errors.
+    let dc = tmp.path().join("dc");
+    ok(&genmodels(&[
+        "train",
+        "dcgan",
+        "--data",
+        &d,
+        "--out",
+        dc.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--set",
+        "ngf=4",
+        "--set",
+        "ndf=4",
+        "--set",
+        "z_dim=8",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]));
+    fails_with(
+        &genmodels(&["cas", dc.to_str().unwrap(), "--device", "cpu"]),
+        "class-conditional",
+    );
+}

@@ -557,7 +557,11 @@ pub fn ortho_penalty(vs: &VarStore, beta: f64) -> Tensor {
         // ||W W^T * (1 - I)||_F^2 = ||W^T W||_F^2 - sum_i ||w_i||^4: the small Gram matrix
         // (in x in) instead of the large one (out x out, 6272^2 for the first linear layer).
         let small = m.tr().mm(&m).square().sum(Kind::Float);
-        let rows = m.square().sum_dim_intlist(1, false, Kind::Float).square().sum(Kind::Float);
+        let rows = m
+            .square()
+            .sum_dim_intlist(1, false, Kind::Float)
+            .square()
+            .sum(Kind::Float);
         total += small - rows;
     }
     total * (beta / 2.0)

@@ -89,7 +89,8 @@ impl DomainClassifier {
         })
     }
 
-    /// Trains on a labelled dataset for `epochs` with Adam(1e-3), batch 128, dropout 0.3.
+    /// Trains on a labelled dataset for `epochs` with Adam(1e-3), batch 128 (or the whole set
+    /// when smaller), dropout 0.3.
     pub fn fit(
         &mut self,
         train: DynDataset,
@@ -97,7 +98,8 @@ impl DomainClassifier {
         seed: u64,
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<()> {
-        let mut dl = DataLoader::new(train, 128, true, seed, self.device)?;
+        let batch = 128.min(train.len().max(1));
+        let mut dl = DataLoader::new(train, batch, true, seed, self.device)?;
         let mut opt = Adam::new(&self.vs, AdamConfig::default());
         let steps = dl.batches_per_epoch() * epochs as u64;
         for step in 0..steps {

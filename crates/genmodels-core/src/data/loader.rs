@@ -264,3 +264,68 @@ mod tests {
         assert!(train_test_split(ds, 1.0, 0).is_err());
     }
 }
+
+/// Labelled examples held in memory (e.g. generated images for the Classification Accuracy
+/// Score); images `[N, ...]` as f32, labels `[N]`.
+pub struct InMemory {
+    data: Vec<f32>,
+    shape: Vec<i64>,
+    labels: Vec<i64>,
+    classes: usize,
+    what: String,
+}
+
+impl InMemory {
+    pub fn new(x: &Tensor, labels: &Tensor, classes: usize, what: &str) -> Result<Self> {
+        let n = x.size()[0];
+        if labels.size() != [n] {
+            return Err(Error::invalid(format!(
+                "{n} examples but labels of shape {:?}",
+                labels.size()
+            )));
+        }
+        let data = Vec::<f32>::try_from(
+            x.to_kind(tch::Kind::Float)
+                .to_device(Device::Cpu)
+                .flatten(0, -1),
+        )
+        .map_err(|e| Error::invalid(format!("in-memory dataset: {e}")))?;
+        let labels = Vec::<i64>::try_from(labels.to_kind(tch::Kind::Int64).to_device(Device::Cpu))
+            .map_err(|e| Error::invalid(format!("in-memory dataset: {e}")))?;
+        if let Some(bad) = labels.iter().find(|&&l| l < 0 || l as usize >= classes) {
+            return Err(Error::invalid(format!(
+                "label {bad} outside {classes} classes"
+            )));
+        }
+        Ok(InMemory {
+            data,
+            shape: x.size()[1..].to_vec(),
+            labels,
+            classes,
+            what: what.to_string(),
+        })
+    }
+}
+
+impl Dataset for InMemory {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn example_shape(&self) -> Vec<i64> {
+        self.shape.clone()
+    }
+    fn num_classes(&self) -> Option<usize> {
+        Some(self.classes)
+    }
+    fn get(&self, idx: usize, out: &mut [f32]) -> Result<Option<i64>> {
+        let per = out.len();
+        let src = self.data.get(idx * per..(idx + 1) * per).ok_or_else(|| {
+            Error::invalid(format!("index {idx} out of range for {}", self.len()))
+        })?;
+        out.copy_from_slice(src);
+        Ok(Some(self.labels[idx]))
+    }
+    fn describe(&self) -> String {
+        format!("{} ({} in memory)", self.what, self.labels.len())
+    }
+}

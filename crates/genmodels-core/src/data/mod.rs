@@ -12,7 +12,7 @@ mod text;
 pub use csv::CsvDigits;
 pub use folder::ImageFolder;
 pub use idx::{IdxDataset, IdxSplit};
-pub use loader::{train_test_split, Batch, BatchSource, DataLoader, Subset};
+pub use loader::{train_test_split, Batch, BatchSource, DataLoader, InMemory, Subset};
 pub use synthetic::{Mixture2d, MixtureKind};
 pub use text::{TextBatches, TextCorpus, TextSplit, Vocab, VocabKind};
 

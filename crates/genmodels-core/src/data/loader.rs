@@ -214,57 +214,6 @@ pub fn shared<D: Dataset + 'static>(d: D) -> DynDataset {
     Arc::new(d)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::data::{Mixture2d, MixtureKind};
-
-    #[test]
-    fn epochs_cover_everything_once_and_reproduce() {
-        let ds: DynDataset = Arc::new(Mixture2d::new(MixtureKind::Ring8, 40, 0).unwrap());
-        let mut dl = DataLoader::new(ds.clone(), 8, true, 3, Device::Cpu).unwrap();
-        assert_eq!(dl.batches_per_epoch(), 5);
-        let mut seen = Vec::new();
-        for s in 0..5 {
-            let b = dl.batch_at(s).unwrap();
-            assert_eq!(b.x.size(), vec![8, 2]);
-            seen.push(b.x);
-        }
-        let all = Tensor::cat(&seen, 0);
-        let sorted = all.select(1, 0).sort(0, false).0;
-        let mut ref_x = Vec::new();
-        DataLoader::for_each_in_order(ds.as_ref(), 16, Device::Cpu, |b| {
-            ref_x.push(b.x);
-            Ok(())
-        })
-        .unwrap();
-        let ref_sorted = Tensor::cat(&ref_x, 0).select(1, 0).sort(0, false).0;
-        assert!(sorted.equal(&ref_sorted));
-        // a fresh loader (as after a resume) gives the same batch for the same step
-        let mut dl2 = DataLoader::new(ds.clone(), 8, true, 3, Device::Cpu).unwrap();
-        assert!(dl2.batch_at(7).unwrap().x.equal(&dl.batch_at(7).unwrap().x));
-        // a new epoch is a new order
-        assert!(!dl.batch_at(0).unwrap().x.equal(&dl.batch_at(5).unwrap().x));
-        assert!(DataLoader::new(ds, 41, true, 0, Device::Cpu).is_err());
-    }
-
-    #[test]
-    fn split_is_disjoint_and_complete() {
-        let ds: DynDataset = Arc::new(Mixture2d::new(MixtureKind::Grid25, 100, 0).unwrap());
-        let (tr, te) = train_test_split(ds.clone(), 0.2, 1).unwrap();
-        assert_eq!((tr.len(), te.len()), (80, 20));
-        let mut all: Vec<usize> = tr
-            .indices
-            .iter()
-            .chain(te.indices.iter())
-            .copied()
-            .collect();
-        all.sort();
-        assert_eq!(all, (0..100).collect::<Vec<_>>());
-        assert!(train_test_split(ds, 1.0, 0).is_err());
-    }
-}
-
 /// Labelled examples held in memory (e.g. generated images for the Classification Accuracy
 /// Score); images `[N, ...]` as f32, labels `[N]`.
 pub struct InMemory {
@@ -327,5 +276,56 @@ impl Dataset for InMemory {
     }
     fn describe(&self) -> String {
         format!("{} ({} in memory)", self.what, self.labels.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Mixture2d, MixtureKind};
+
+    #[test]
+    fn epochs_cover_everything_once_and_reproduce() {
+        let ds: DynDataset = Arc::new(Mixture2d::new(MixtureKind::Ring8, 40, 0).unwrap());
+        let mut dl = DataLoader::new(ds.clone(), 8, true, 3, Device::Cpu).unwrap();
+        assert_eq!(dl.batches_per_epoch(), 5);
+        let mut seen = Vec::new();
+        for s in 0..5 {
+            let b = dl.batch_at(s).unwrap();
+            assert_eq!(b.x.size(), vec![8, 2]);
+            seen.push(b.x);
+        }
+        let all = Tensor::cat(&seen, 0);
+        let sorted = all.select(1, 0).sort(0, false).0;
+        let mut ref_x = Vec::new();
+        DataLoader::for_each_in_order(ds.as_ref(), 16, Device::Cpu, |b| {
+            ref_x.push(b.x);
+            Ok(())
+        })
+        .unwrap();
+        let ref_sorted = Tensor::cat(&ref_x, 0).select(1, 0).sort(0, false).0;
+        assert!(sorted.equal(&ref_sorted));
+        // a fresh loader (as after a resume) gives the same batch for the same step
+        let mut dl2 = DataLoader::new(ds.clone(), 8, true, 3, Device::Cpu).unwrap();
+        assert!(dl2.batch_at(7).unwrap().x.equal(&dl.batch_at(7).unwrap().x));
+        // a new epoch is a new order
+        assert!(!dl.batch_at(0).unwrap().x.equal(&dl.batch_at(5).unwrap().x));
+        assert!(DataLoader::new(ds, 41, true, 0, Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn split_is_disjoint_and_complete() {
+        let ds: DynDataset = Arc::new(Mixture2d::new(MixtureKind::Grid25, 100, 0).unwrap());
+        let (tr, te) = train_test_split(ds.clone(), 0.2, 1).unwrap();
+        assert_eq!((tr.len(), te.len()), (80, 20));
+        let mut all: Vec<usize> = tr
+            .indices
+            .iter()
+            .chain(te.indices.iter())
+            .copied()
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert!(train_test_split(ds, 1.0, 0).is_err());
     }
 }

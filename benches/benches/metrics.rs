@@ -84,7 +84,11 @@ fn prc(c: &mut Criterion) {
     let n: i64 = std::env::var("GENMODELS_BENCH_PRC_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5000);
+        .unwrap_or(if std::env::var_os("GENMODELS_BENCH_QUICK").is_some() {
+            2000
+        } else {
+            5000
+        });
     tch::manual_seed(0);
     let a = Tensor::randn([n, 2048], (Kind::Float, Device::Cpu));
     let b = Tensor::randn([n, 2048], (Kind::Float, Device::Cpu));

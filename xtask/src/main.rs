@@ -48,6 +48,19 @@ enum Cmd {
         #[arg(long, default_value = "pil-bicubic")]
         resize: String,
     },
+    /// Run the criterion benches with their PyTorch counterparts (same machine, same threads,
+    /// same invocation) and write a table of medians and ratios to target/bench/summary.md.
+    Bench {
+        /// Shorter measurement and smaller k-NN sizes (about 10 minutes on 2 cores).
+        #[arg(long)]
+        quick: bool,
+        /// CPU threads for both sides (default: libtorch's choice).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Only these bench targets (models, metrics); default both.
+        #[arg(long)]
+        only: Vec<String>,
+    },
     /// Set-up if needed, then cargo fmt --check, clippy -D warnings and all workspace tests.
     Test {
         /// Skip fmt and clippy (tests only).
@@ -266,6 +279,104 @@ fn eval(
     run(&mut c)
 }
 
+/// One side-by-side line of a bench's output.
+#[derive(Debug, PartialEq)]
+struct BenchRow {
+    workload: String,
+    ours: f64,
+    reference: String,
+    theirs: f64,
+}
+
+/// Parses the `== NAME: ours T s (median)` / `   REF: T s  ->  ...` lines the benches print.
+fn parse_bench(out: &str) -> Vec<BenchRow> {
+    let mut rows = Vec::new();
+    let mut current: Option<(String, f64)> = None;
+    let secs = |s: &str| s.trim().trim_end_matches('s').trim().parse::<f64>().ok();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("== ") {
+            current = rest.rsplit_once(": ours ").and_then(|(name, t)| {
+                secs(t.trim_end_matches("(median)")).map(|v| (name.to_string(), v))
+            });
+        } else if let (Some((name, ours)), Some(rest)) = (&current, line.strip_prefix("   ")) {
+            let Some((reference, t)) = rest.split_once(": ") else {
+                continue;
+            };
+            let t = t.split("->").next().unwrap_or("");
+            if let Some(theirs) = secs(t) {
+                rows.push(BenchRow {
+                    workload: name.clone(),
+                    ours: *ours,
+                    reference: reference.to_string(),
+                    theirs,
+                });
+            }
+        }
+    }
+    rows
+}
+
+fn bench(quick: bool, threads: Option<usize>, only: &[String]) -> Result<()> {
+    setup(false)?;
+    let targets: Vec<&str> = ["models", "metrics"]
+        .into_iter()
+        .filter(|t| only.is_empty() || only.iter().any(|o| o == t))
+        .collect();
+    if targets.is_empty() {
+        bail!("--only takes models and/or metrics");
+    }
+    let t0 = std::time::Instant::now();
+    let mut rows = Vec::new();
+    for t in &targets {
+        println!("xtask bench: {t} (ours and Python in the same run)");
+        let mut c = cargo();
+        c.args(["bench", "-p", "genmodels-benches", "--bench", t, "--"]);
+        if quick {
+            c.args(["--warm-up-time", "1", "--measurement-time", "2"]);
+            c.env("GENMODELS_BENCH_QUICK", "1");
+        } else {
+            c.args(["--warm-up-time", "1", "--measurement-time", "5"]);
+        }
+        if let Some(n) = threads {
+            c.env("OMP_NUM_THREADS", n.to_string());
+        }
+        let out = output(&mut c)?;
+        for line in out
+            .lines()
+            .filter(|l| l.starts_with("==") || l.starts_with("   "))
+        {
+            println!("{line}");
+        }
+        rows.extend(parse_bench(&out));
+    }
+    let mut md = format!(
+        "# Benchmarks: ours against Python in the same run\n\n`cargo xtask bench{}{}` on {} CPU threads, {:.0} s. Medians; ratio = Python time / our time (above 1: ours is faster).\n\n| workload | ours (s) | Python reference | reference (s) | ratio |\n|---|---|---|---|---|\n",
+        if quick { " --quick" } else { "" },
+        threads.map(|n| format!(" --threads {n}")).unwrap_or_default(),
+        threads.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
+        t0.elapsed().as_secs_f64()
+    );
+    for r in &rows {
+        md += &format!(
+            "| {} | {:.4} | {} | {:.4} | {:.2}x |\n",
+            r.workload,
+            r.ours,
+            r.reference,
+            r.theirs,
+            r.theirs / r.ours
+        );
+    }
+    let dir = root().join("target").join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("summary.md");
+    std::fs::write(&path, &md)?;
+    println!("\n{md}\nxtask bench: wrote {}", path.display());
+    if rows.is_empty() {
+        bail!("no side-by-side results were printed (is .venv set up?)");
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -279,9 +390,30 @@ fn main() {
             n,
             resize,
         } => eval(metrics_only, real, fake, json, n, resize),
+        Cmd::Bench {
+            quick,
+            threads,
+            only,
+        } => bench(quick, threads, &only),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_side_by_side_lines() {
+        let out = "noise\n== GPT step: ours 0.1020 s (median)\n   pytorch nanoGPT step: 0.1096 s  ->  ours is 1.08x faster\ngpt/x time: [1 ms]\n== FID: ours 2.0 s (median)\n   a: 4.0 s  ->  x\n   b: 6.0 s  ->  y\n";
+        let rows = parse_bench(out);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].workload, "GPT step");
+        assert_eq!(rows[0].reference, "pytorch nanoGPT step");
+        assert!((rows[0].theirs - 0.1096).abs() < 1e-12 && (rows[0].ours - 0.102).abs() < 1e-12);
+        assert_eq!(rows[2].reference, "b");
     }
 }

@@ -169,7 +169,7 @@ pub fn generator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
             },
         ))
         .add(bn(&p / "proj_bn", ch))
-        .add_fn(|x| x.relu());
+        .add_fn(relu_in_place);
     let up = |stride_cfg: nn::ConvConfig| nn::ConvTransposeConfig {
         stride: stride_cfg.stride,
         padding: stride_cfg.padding,
@@ -187,7 +187,7 @@ pub fn generator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
                 up(conv_cfg()),
             ))
             .add(bn(&p / format!("up{i}_bn"), ch / 2))
-            .add_fn(|x| x.relu());
+            .add_fn(relu_in_place);
         ch /= 2;
     }
     Ok(seq
@@ -250,6 +250,13 @@ pub fn discriminator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
             },
         ))
         .add_fn(|x| x.flatten(1, -1).squeeze_dim(1)))
+}
+
+/// ReLU written into the batch-norm output it follows (nothing else reads that tensor, and
+/// ReLU's backward needs only its result), as PyTorch's `nn.ReLU(inplace=True)`.
+fn relu_in_place(x: &Tensor) -> Tensor {
+    let mut y = x.shallow_clone();
+    y.relu_()
 }
 
 trait LeakyRelu {

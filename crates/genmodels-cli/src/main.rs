@@ -81,6 +81,25 @@ enum Cmd {
         #[arg(long)]
         no_ema: bool,
     },
+    /// Latent interpolation grid of an image run: each row walks between two latents (slerp in
+    /// z; a conditional model keeps one class per row).
+    Interpolate {
+        run_dir: PathBuf,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        rows: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        device: Option<String>,
+        /// Use the raw weights even when the checkpoint holds an EMA.
+        #[arg(long)]
+        no_ema: bool,
+    },
     /// Compare generated images with real ones: FID, KID, precision/recall, density/coverage.
     Metrics(MetricsArgs),
     /// Train the domain classifier used by `metrics --classifier` (features, domain IS, CAS).
@@ -865,6 +884,36 @@ fn cas(a: CasArgs) -> Result<()> {
     Ok(())
 }
 
+fn interpolate(
+    run_dir: &Path,
+    out: &Path,
+    rows: usize,
+    steps: usize,
+    seed: u64,
+    device: Option<&str>,
+    no_ema: bool,
+) -> Result<()> {
+    if rows == 0 || steps < 2 {
+        bail!("--rows must be at least 1 and --steps at least 2");
+    }
+    let device = device_from_env_or(device)?;
+    let (ck, entry, mut model) = load_run(run_dir, device)?;
+    load_for_sampling(model.as_mut(), &ck, run_dir, no_ema)?;
+    seed_everything(seed);
+    let Some(grid) = model.interpolate(rows, steps)? else {
+        bail!("model `{}` has no latent space to interpolate", entry.name);
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    genmodels_core::image_io::save_grid(&grid, steps as i64, 2, out)?;
+    println!(
+        "wrote a {rows} x {steps} interpolation grid to {}",
+        out.display()
+    );
+    Ok(())
+}
+
 fn list() {
     println!("{:<12} {:<12} summary", "model", "family");
     for e in registry() {
@@ -918,6 +967,15 @@ fn main() {
         Cmd::Classifier(a) => classifier(a),
         Cmd::Generate(a) => text::generate_cmd(a),
         Cmd::Cas(a) => cas(a),
+        Cmd::Interpolate {
+            run_dir,
+            out,
+            rows,
+            steps,
+            seed,
+            device,
+            no_ema,
+        } => interpolate(&run_dir, &out, rows, steps, seed, device.as_deref(), no_ema),
         Cmd::Perplexity {
             run_dir,
             data,

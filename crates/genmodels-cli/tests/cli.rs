@@ -519,6 +519,21 @@ fn biggan_trains_and_cas_compares_with_real_data() {
         let x = v[k].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&x), "{k} = {x}");
     }
+    let grid = tmp.path().join("interp.png");
+    ok(&genmodels(&[
+        "interpolate",
+        &r,
+        "--out",
+        grid.to_str().unwrap(),
+        "--rows",
+        "3",
+        "--steps",
+        "4",
+        "--device",
+        "cpu",
+    ]));
+    let img = image::open(&grid).unwrap();
+    assert_eq!((img.width(), img.height()), (4 * 10 + 2, 3 * 10 + 2));
     // Unlabelled or unconditional: clear errors.
     let dc = tmp.path().join("dc");
     ok(&genmodels(&[

@@ -37,6 +37,12 @@ pub trait Model {
     fn eval_step(&mut self, _batch: &Batch) -> Result<Option<Losses>> {
         Ok(None)
     }
+    /// An interpolation grid `[rows * steps, C, H, W]`: each row walks from one latent to
+    /// another (slerp in z, lerp in W for style models; conditional models keep one class per
+    /// row). `None` when the model has no latent space to walk.
+    fn interpolate(&mut self, _rows: usize, _steps: usize) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
     /// The variable stores to checkpoint, by a stable name (`g`, `d`, ...).
     fn var_stores(&self) -> Vec<(&str, &VarStore)>;
     /// The store whose exponential moving average the trainer keeps (usually the generator).

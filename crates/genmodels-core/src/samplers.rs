@@ -42,6 +42,17 @@ pub fn truncate_toward(w: &Tensor, mean: &Tensor, psi: f64) -> Tensor {
     mean + (w - mean) * psi
 }
 
+/// Latents for an interpolation grid: `rows` pairs of endpoints `[rows, dim]` each, walked in
+/// `steps` slerp steps; returns `[rows * steps, dim]`, row-major (one walk per grid row).
+pub fn slerp_grid(a: &Tensor, b: &Tensor, steps: usize) -> Tensor {
+    let steps = steps.max(2);
+    let rows = a.size()[0];
+    let walk: Vec<Tensor> = (0..steps)
+        .map(|i| slerp(a, b, i as f64 / (steps - 1) as f64))
+        .collect();
+    Tensor::stack(&walk, 1).view([rows * steps as i64, -1])
+}
+
 /// Spherical interpolation between latents (White 2016), for interpolation grids in z.
 pub fn slerp(a: &Tensor, b: &Tensor, t: f64) -> Tensor {
     let an = a / a.norm_scalaropt_dim(2, [-1], true);
@@ -201,6 +212,18 @@ mod tests {
         let b = Tensor::from_slice(&[0.0f32, 2.0]).reshape([1, 2]);
         assert!(slerp(&a, &b, 0.0).allclose(&a, 1e-6, 1e-6, false));
         assert!(slerp(&a, &b, 1.0).allclose(&b, 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn slerp_grid_rows_walk_from_a_to_b() {
+        let a = Tensor::randn([3, 5], (tch::Kind::Float, Device::Cpu));
+        let b = Tensor::randn([3, 5], (tch::Kind::Float, Device::Cpu));
+        let g = slerp_grid(&a, &b, 4);
+        assert_eq!(g.size(), [12, 5]);
+        for r in 0..3 {
+            assert!(g.get(r * 4).allclose(&a.get(r), 1e-5, 1e-5, false));
+            assert!(g.get(r * 4 + 3).allclose(&b.get(r), 1e-5, 1e-5, false));
+        }
     }
 
     #[test]

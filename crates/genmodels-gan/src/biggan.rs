@@ -705,6 +705,20 @@ impl Model for BigGan {
         Ok(Samples::Images(self.generate(&y, self.cfg.truncation)?))
     }
 
+    /// Row r walks between two latents of class r mod num_classes.
+    fn interpolate(&mut self, rows: usize, steps: usize) -> Result<Option<Tensor>> {
+        let t = self.cfg.truncation;
+        let (a, _) = self.latents(rows as i64, t)?;
+        let (b, _) = self.latents(rows as i64, t)?;
+        let z = genmodels_core::samplers::slerp_grid(&a, &b, steps);
+        let steps = z.size()[0] / rows as i64;
+        let y: Vec<i64> = (0..z.size()[0])
+            .map(|i| (i / steps) % self.cfg.num_classes)
+            .collect();
+        let y = Tensor::from_slice(&y).to_device(self.device);
+        Ok(Some(tch::no_grad(|| self.g.forward(&z, &y, false))))
+    }
+
     fn var_stores(&self) -> Vec<(&str, &VarStore)> {
         self.pair.var_stores()
     }

@@ -400,6 +400,12 @@ impl Model for Dcgan {
         Ok(Samples::Images(self.generate(&z)))
     }
 
+    fn interpolate(&mut self, rows: usize, steps: usize) -> Result<Option<Tensor>> {
+        let (a, b) = (self.latents(rows as i64), self.latents(rows as i64));
+        let z = genmodels_core::samplers::slerp_grid(&a, &b, steps);
+        Ok(Some(self.generate(&z)))
+    }
+
     fn var_stores(&self) -> Vec<(&str, &VarStore)> {
         self.pair.var_stores()
     }

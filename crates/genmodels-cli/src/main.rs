@@ -166,6 +166,11 @@ struct MetricsArgs {
     /// Training data: adds the memorisation check (nearest-training distances in pixel space).
     #[arg(long)]
     train: Option<String>,
+    /// Feature network for FID, KID, precision/recall, density/coverage: inception (FID
+    /// Inception pool3, the standard) or classifier (the --classifier's 128-d penultimate
+    /// layer: a domain feature space, fast on a CPU, not comparable with published FIDs).
+    #[arg(long, default_value = "inception")]
+    features: String,
 }
 
 #[derive(Args)]
@@ -519,7 +524,25 @@ fn metrics(a: MetricsArgs) -> Result<()> {
         return mode_metrics(&a, mixture, device);
     }
     let resize = genmodels_metrics::resize::Resize::parse(&a.resize)?;
-    let net = FidInception::load(&FidInception::default_path(), resize, device)?;
+    let net: Box<dyn FeatureExtractor> = match a.features.as_str() {
+        "inception" => Box::new(FidInception::load(
+            &FidInception::default_path(),
+            resize,
+            device,
+        )?),
+        "classifier" => {
+            let Some(cp) = &a.classifier else {
+                bail!(
+                    "--features classifier needs --classifier FILE (from `genmodels classifier`)"
+                );
+            };
+            Box::new(genmodels_metrics::classifier::DomainClassifier::load(
+                cp, device,
+            )?)
+        }
+        other => bail!("unknown --features `{other}`: expected inception or classifier"),
+    };
+    let net = net.as_ref();
     let real = DataSpec::parse(&a.real)?.dataset()?;
     let n_real = a.n.min(real.len());
     // Real features: cached by a hash of the images and the network.
@@ -529,7 +552,7 @@ fn metrics(a: MetricsArgs) -> Result<()> {
         Ok(mut v) if v.len() == 1 => v.remove(0).1,
         _ => {
             let b = bar(n_real as u64, "real features");
-            let f = dataset_features(&net, real.as_ref(), n_real, a.batch_size, &mut |d| {
+            let f = dataset_features(net, real.as_ref(), n_real, a.batch_size, &mut |d| {
                 b.set_position(d as u64)
             })?;
             b.finish();
@@ -541,7 +564,7 @@ fn metrics(a: MetricsArgs) -> Result<()> {
     };
     let fake_images = fake_images(&a.fake, a.n, a.seed, a.batch_size, device)?;
     let b = bar(fake_images.size()[0] as u64, "generated features");
-    let fake_feats = tensor_features(&net, &fake_images, a.batch_size, &mut |d| {
+    let fake_feats = tensor_features(net, &fake_images, a.batch_size, &mut |d| {
         b.set_position(d as u64)
     })?;
     b.finish();

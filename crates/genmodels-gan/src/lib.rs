@@ -6,12 +6,14 @@
 //! - [`dcgan`]: Radford, Metz & Chintala 2016.
 //!   [`dcgan::wgan_gp_entry`]: WGAN-GP (Gulrajani et al. 2017) on the same networks.
 //! - [`biggan`]: a BigGAN-style class-conditional GAN (Brock et al. 2019).
+//! - [`progan`]: Progressive GAN (Karras et al. 2018).
 //! - [`gan2d`]: MLP GANs on 2-D mixtures for mode-collapse studies (plain, minibatch std, WGAN-GP).
 
 pub mod biggan;
 pub mod dcgan;
 pub mod gan2d;
 pub mod pair;
+pub mod progan;
 
 use genmodels_core::model::ModelEntry;
 
@@ -21,6 +23,7 @@ pub fn entries() -> Vec<ModelEntry> {
         dcgan::entry(),
         dcgan::wgan_gp_entry(),
         biggan::entry(),
+        progan::entry(),
         gan2d::entry(),
     ]
 }

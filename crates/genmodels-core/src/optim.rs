@@ -356,7 +356,8 @@ impl LrSchedule {
 }
 
 /// Exponential moving average of a store's floating-point variables:
-/// `ema = decay * ema + (1 - decay) * w` after every step.
+/// `ema = decay * ema + (1 - decay) * w` after every step for trained weights; buffers follow
+/// the live values.
 pub struct Ema {
     pub decay: f64,
     names: Vec<String>,
@@ -387,10 +388,16 @@ impl Ema {
         })
     }
 
+    /// Averages the trained weights; buffers (batch-norm statistics, power-iteration vectors,
+    /// step counters: variables without gradients) are copied, as StyleGAN's and timm's EMAs do.
     pub fn update(&mut self) {
         tch::no_grad(|| {
             for (s, w) in self.shadow.iter_mut().zip(&self.live) {
-                let _ = s.lerp_(w, 1.0 - self.decay);
+                if w.requires_grad() {
+                    let _ = s.lerp_(w, 1.0 - self.decay);
+                } else {
+                    s.copy_(w);
+                }
             }
         });
     }
@@ -524,11 +531,14 @@ mod tests {
     fn ema_tracks_and_swaps() {
         let vs = VarStore::new(Device::Cpu);
         let mut w = vs.root().var_copy("w", &Tensor::from_slice(&[0.0f32]));
+        let buf = vs.root().zeros_no_train("running", &[1]);
         let mut ema = Ema::new(&vs, 0.5).unwrap();
         tch::no_grad(|| w.copy_(&Tensor::from_slice(&[1.0f32])));
+        let _ = tch::no_grad(|| buf.shallow_clone().fill_(7.0));
         ema.update();
-        let inside = ema.with_averaged(|| w.double_value(&[0]));
-        assert_eq!(inside, 0.5);
+        let inside = ema.with_averaged(|| (w.double_value(&[0]), buf.double_value(&[0])));
+        // Weights are averaged, buffers follow the live value.
+        assert_eq!(inside, (0.5, 7.0));
         assert_eq!(w.double_value(&[0]), 1.0);
         assert!(Ema::new(&vs, 1.5).is_err());
     }

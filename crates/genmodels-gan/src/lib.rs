@@ -7,9 +7,11 @@
 //!   [`dcgan::wgan_gp_entry`]: WGAN-GP (Gulrajani et al. 2017) on the same networks.
 //! - [`biggan`]: a BigGAN-style class-conditional GAN (Brock et al. 2019).
 //! - [`progan`]: Progressive GAN (Karras et al. 2018).
+//! - [`cyclegan`]: CycleGAN (Zhu et al. 2017) between two classes.
 //! - [`gan2d`]: MLP GANs on 2-D mixtures for mode-collapse studies (plain, minibatch std, WGAN-GP).
 
 pub mod biggan;
+pub mod cyclegan;
 pub mod dcgan;
 pub mod gan2d;
 pub mod pair;
@@ -24,6 +26,7 @@ pub fn entries() -> Vec<ModelEntry> {
         dcgan::wgan_gp_entry(),
         biggan::entry(),
         progan::entry(),
+        cyclegan::entry(),
         gan2d::entry(),
     ]
 }

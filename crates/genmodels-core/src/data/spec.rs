@@ -35,6 +35,11 @@ pub enum DataSpec {
         vocab: VocabKind,
         val_fraction: f64,
     },
+    /// Only the examples of some classes of labelled data (`SPEC@7,9`), labels unchanged.
+    Classes {
+        inner: Box<DataSpec>,
+        classes: Vec<i64>,
+    },
 }
 
 /// `char`, `byte`, `bpe` (2048 tokens) or `bpe=N`; `None` for anything else.
@@ -54,11 +59,28 @@ fn parse_vocab(t: &str) -> Result<Option<VocabKind>> {
 
 /// The spec strings the command line accepts, for help texts.
 pub const DATA_HELP: &str = "fashion-mnist[:test] | mnist-5k | digits | moby-dick[:TOK] | kjv[:TOK] | ring8 | grid25 | \
-idx:DIR[:test] | folder:DIR[:SIZE[:CHANNELS]] | csv:FILE | text:FILE[:TOK] (TOK: char, byte, bpe, bpe=N) | a path (IDX folder, image folder, .csv[.gz], text file)";
+idx:DIR[:test] | folder:DIR[:SIZE[:CHANNELS]] | csv:FILE | text:FILE[:TOK] (TOK: char, byte, bpe, bpe=N) | a path (IDX folder, image folder, .csv[.gz], text file); \
+SPEC@C1,C2 keeps only those classes (e.g. fashion-mnist@7,9)";
 
 impl DataSpec {
     /// Parses a spec string (see [`DATA_HELP`]).
     pub fn parse(s: &str) -> Result<Self> {
+        if let Some((inner, list)) = s.rsplit_once('@') {
+            let classes = list
+                .split(',')
+                .map(|c| {
+                    c.trim().parse::<i64>().map_err(|_| {
+                        Error::invalid(format!(
+                            "`{s}`: after `@` give class numbers separated by commas (e.g. @7,9)"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(DataSpec::Classes {
+                inner: Box::new(Self::parse(inner)?),
+                classes,
+            });
+        }
         let a = assets_dir();
         let (head, rest) = s.split_once(':').unwrap_or((s, ""));
         let text = |path: PathBuf| -> Result<DataSpec> {
@@ -214,6 +236,38 @@ impl DataSpec {
                     path.display()
                 )))
             }
+            DataSpec::Classes { inner, classes } => {
+                let ds = inner.dataset()?;
+                let k = ds.num_classes().ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{} has no labels to select classes from",
+                        ds.describe()
+                    ))
+                })?;
+                if let Some(bad) = classes.iter().find(|&&c| c < 0 || c as usize >= k) {
+                    return Err(Error::invalid(format!(
+                        "class {bad} does not exist in {} ({k} classes)",
+                        ds.describe()
+                    )));
+                }
+                let per: usize = ds.example_shape().iter().product::<i64>() as usize;
+                let mut buf = vec![0f32; per];
+                let mut keep = Vec::new();
+                for i in 0..ds.len() {
+                    if let Some(l) = ds.get(i, &mut buf)? {
+                        if classes.contains(&l) {
+                            keep.push(i);
+                        }
+                    }
+                }
+                if keep.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "no example of classes {classes:?} in {}",
+                        ds.describe()
+                    )));
+                }
+                shared(super::Subset::new(ds, keep)?)
+            }
         })
     }
 
@@ -359,6 +413,14 @@ mod tests {
             }
         ));
         assert!(DataSpec::parse("kjv:words").is_err());
+        assert_eq!(
+            DataSpec::parse("ring8@1,2").unwrap(),
+            DataSpec::Classes {
+                inner: Box::new(DataSpec::parse("ring8").unwrap()),
+                classes: vec![1, 2]
+            }
+        );
+        assert!(DataSpec::parse("ring8@x").is_err());
         assert!(DataSpec::parse("folder:/x:big").is_err());
         let err = DataSpec::parse("/definitely/not/here")
             .unwrap_err()

@@ -177,7 +177,7 @@ impl ResnetGenerator {
         for (a, b) in &self.res {
             let r = inorm(&a.forward(&reflect(&h, 1))).relu();
             let r = inorm(&b.forward(&reflect(&r, 1)));
-            h = h + r;
+            h = &h + r; // not `+=`: the convolution saved `h` for its backward
         }
         for u in &self.up {
             h = inorm(&u.forward(&h)).relu();

@@ -108,6 +108,25 @@ enum Cmd {
     /// classifier on generated labelled images, test it on real ones, beside the same classifier
     /// trained on as many real images.
     Cas(CasArgs),
+    /// Translate images with a CycleGAN run (A -> B by default) into a folder of PNGs, e.g.
+    /// for `metrics --real DATA@B --fake folder:DIR`.
+    Translate {
+        run_dir: PathBuf,
+        /// Images to translate (e.g. fashion-mnist:test@7).
+        #[arg(long)]
+        data: String,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// At most this many images.
+        #[arg(short, long, default_value_t = 1000)]
+        n: usize,
+        /// Translate B -> A instead.
+        #[arg(long)]
+        reverse: bool,
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Generate text from a trained (or imported) GPT run, streaming to stdout.
     Generate(GenerateArgs),
     /// Validation loss, perplexity and bits per character of a GPT run.
@@ -907,6 +926,57 @@ fn cas(a: CasArgs) -> Result<()> {
     Ok(())
 }
 
+fn translate(
+    run_dir: &Path,
+    data: &str,
+    out: &Path,
+    n: usize,
+    reverse: bool,
+    device: Option<&str>,
+) -> Result<()> {
+    use genmodels_gan::cyclegan::{CycleGan, CycleGanConfig};
+    if n == 0 {
+        bail!("-n must be at least 1");
+    }
+    let device = device_from_env_or(device)?;
+    let path = checkpoint_path(run_dir);
+    if !path.exists() {
+        bail!(
+            "{} holds no checkpoint.safetensors: not a genmodels run folder",
+            run_dir.display()
+        );
+    }
+    let ck = Checkpoint::load(&path)?;
+    if ck.meta.model != "cyclegan" {
+        bail!(
+            "translate needs a CycleGAN run; {} holds `{}`",
+            run_dir.display(),
+            ck.meta.model
+        );
+    }
+    let cfg: CycleGanConfig =
+        serde_json::from_value(ck.meta.config.clone()).context("CycleGAN config")?;
+    let mut m = CycleGan::new(cfg, device)?;
+    load_model_state(&mut m, &ck, &path, false)?;
+    let ds = DataSpec::parse(data)?.dataset()?;
+    let n = n.min(ds.len());
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let b = bar(n as u64, "translating");
+    let mut done = 0;
+    while done < n {
+        let k = 100.min(n - done);
+        let idx: Vec<usize> = (done..done + k).collect();
+        let batch = genmodels_core::data::DataLoader::collate(ds.as_ref(), &idx, device)?;
+        let y = m.translate(&batch.x, !reverse);
+        genmodels_core::image_io::save_each(&y, out, "translated", done)?;
+        done += k;
+        b.set_position(done as u64);
+    }
+    b.finish();
+    println!("translated {n} images into {}", out.display());
+    Ok(())
+}
+
 fn interpolate(
     run_dir: &Path,
     out: &Path,
@@ -953,7 +1023,17 @@ fn main() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown panic");
-        let first = msg.lines().next().unwrap_or(msg);
+        // libtorch's messages carry a C++ backtrace (as real or escaped newlines): keep the cause.
+        let first = msg
+            .split("Exception raised from")
+            .next()
+            .unwrap_or(msg)
+            .split("\\n")
+            .next()
+            .unwrap_or(msg)
+            .lines()
+            .next()
+            .unwrap_or(msg);
         eprintln!("error: internal error: {first}");
         std::process::exit(2);
     }));
@@ -990,6 +1070,14 @@ fn main() {
         Cmd::Classifier(a) => classifier(a),
         Cmd::Generate(a) => text::generate_cmd(a),
         Cmd::Cas(a) => cas(a),
+        Cmd::Translate {
+            run_dir,
+            data,
+            out,
+            n,
+            reverse,
+            device,
+        } => translate(&run_dir, &data, &out, n, reverse, device.as_deref()),
         Cmd::Interpolate {
             run_dir,
             out,

@@ -562,3 +562,63 @@ fn biggan_trains_and_cas_compares_with_real_data() {
         "class-conditional",
     );
 }
+
+#[test]
+fn cyclegan_trains_on_two_classes_and_translates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 40, 16);
+    let run = tmp.path().join("cg");
+    let (d, r) = (
+        format!("idx:{}@7,9", data.display()),
+        run.to_str().unwrap().to_string(),
+    );
+    ok(&genmodels(&[
+        "train",
+        "cyclegan",
+        "--data",
+        &d,
+        "--out",
+        &r,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--set",
+        "ngf=4",
+        "--set",
+        "ndf=4",
+        "--set",
+        "n_res=1",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]));
+    let out = tmp.path().join("translated");
+    let a = format!("idx:{}@7", data.display());
+    ok(&genmodels(&[
+        "translate",
+        &r,
+        "--data",
+        &a,
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+    fails_with(
+        &genmodels(&[
+            "train",
+            "cyclegan",
+            "--data",
+            &format!("idx:{}@7,12", data.display()),
+            "--out",
+            &r,
+            "--force",
+            "--no-progress",
+        ]),
+        "class 12",
+    );
+}

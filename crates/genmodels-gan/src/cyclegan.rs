@@ -286,9 +286,9 @@ fn l1(a: &Tensor, b: &Tensor) -> Tensor {
 
 impl CycleGan {
     pub fn new(cfg: CycleGanConfig, device: Device) -> Result<Self> {
-        if cfg.image_size % 4 != 0 || cfg.image_size < 8 {
+        if cfg.image_size % 4 != 0 || cfg.image_size < 16 {
             return Err(Error::invalid(format!(
-                "CycleGAN image_size must be a multiple of 4 and at least 8, got {}",
+                "CycleGAN image_size must be a multiple of 4 and at least 16 (the PatchGAN needs it), got {}",
                 cfg.image_size
             )));
         }
@@ -555,15 +555,15 @@ mod tests {
     fn the_history_fills_then_mixes_old_and_new() {
         let vs = VarStore::new(Device::Cpu);
         let c = CycleGanConfig {
-            image_size: 8,
+            image_size: 16,
             ..tiny()
         };
         let mut pool = ImagePool::new(&vs.root(), "p", 3, &c);
-        let first = Tensor::ones([3, 1, 8, 8], (Kind::Float, Device::Cpu));
+        let first = Tensor::ones([3, 1, 16, 16], (Kind::Float, Device::Cpu));
         assert!(pool.query(&first).equal(&first));
         assert_eq!(pool.filled.double_value(&[]), 3.0);
         tch::manual_seed(0);
-        let new = Tensor::zeros([40, 1, 8, 8], (Kind::Float, Device::Cpu));
+        let new = Tensor::zeros([40, 1, 16, 16], (Kind::Float, Device::Cpu));
         let out = pool.query(&new);
         let old = out
             .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)

@@ -8,6 +8,7 @@
 //! - [`biggan`]: a BigGAN-style class-conditional GAN (Brock et al. 2019).
 //! - [`progan`]: Progressive GAN (Karras et al. 2018).
 //! - [`cyclegan`]: CycleGAN (Zhu et al. 2017) between two classes.
+//! - [`stylegan`]: StyleGAN2 (Karras et al. 2020).
 //! - [`gan2d`]: MLP GANs on 2-D mixtures for mode-collapse studies (plain, minibatch std, WGAN-GP).
 
 pub mod biggan;
@@ -16,6 +17,7 @@ pub mod dcgan;
 pub mod gan2d;
 pub mod pair;
 pub mod progan;
+pub mod stylegan;
 
 use genmodels_core::model::ModelEntry;
 
@@ -27,6 +29,7 @@ pub fn entries() -> Vec<ModelEntry> {
         biggan::entry(),
         progan::entry(),
         cyclegan::entry(),
+        stylegan::entry(),
         gan2d::entry(),
     ]
 }

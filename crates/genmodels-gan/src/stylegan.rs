@@ -1,0 +1,821 @@
+//! StyleGAN2 (Karras, Laine, Aittala, Hellsten, Lehtinen & Aila 2020, "Analyzing and Improving
+//! the Image Quality of StyleGAN"), at Fashion-MNIST scale.
+//!
+//! The mechanisms that define it:
+//! - a **mapping network** `z -> w` (normalised z, `map_layers` fully connected layers with leaky
+//!   ReLU and a 0.01 learning-rate multiplier, Sec. 2 of StyleGAN);
+//! - a synthesis network from a learned 4x4 constant whose convolutions are **modulated and
+//!   demodulated** (Sec. 2.2, Eq. 1-3): per sample, the weights are scaled by the style
+//!   `s = A(w)` (affine, bias initialised to 1) and renormalised per output channel, computed as
+//!   one grouped convolution over the batch;
+//! - **noise inputs**: per-pixel Gaussian noise after each convolution, with a learned strength;
+//! - skip-connection to-RGB outputs summed over resolutions (the "skip" generator, Fig. 7);
+//! - a residual discriminator with **minibatch standard deviation**;
+//! - the non-saturating logistic loss with **R1** (gamma) applied **lazily** every `r1_every`
+//!   discriminator steps and scaled by that interval (Sec. 3.1);
+//! - **style mixing regularisation** (probability `mixing_prob`, a random crossover layer);
+//! - **path-length regularisation** (Sec. 3.2; `pl_weight` 2 every 4 generator steps in the
+//!   paper) - implemented, **off by default** (`pl_weight = 0`): at 28x28 and a few thousand
+//!   steps it costs a second backward pass for no measurable gain;
+//! - **truncation in W**: `w_avg` is tracked during training (decay 0.995) and sampling uses
+//!   `w_avg + psi (w - w_avg)`.
+//!
+//! Equalised learning rate throughout (weights N(0, 1) scaled at run time). Up-sampling is
+//! bilinear x2 before the modulated 3x3 convolution (StyleGAN2 uses a transposed convolution
+//! with a [1, 3, 3, 1] blur; this is the same low-pass idea in one step). Images whose side is
+//! not 4 * 2^k are padded with the background value and cropped back, as in `progan`.
+
+use crate::pair::GanPair;
+use genmodels_core::checkpoint::Checkpoint;
+use genmodels_core::data::Batch;
+use genmodels_core::losses::{r1_penalty, GanLoss};
+use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::optim::{AdamConfig, StepCtx};
+use genmodels_core::samplers::truncate_toward;
+use genmodels_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::nn::{self, VarStore};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StyleGanConfig {
+    pub channels: i64,
+    /// Side of the data; the networks work at the next 4 * 2^k.
+    pub image_size: i64,
+    pub z_dim: i64,
+    pub w_dim: i64,
+    pub map_layers: i64,
+    /// Feature maps at 4x4 and 8x8, halved per later doubling down to `fmap_min`.
+    pub fmap_max: i64,
+    pub fmap_min: i64,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// R1 weight gamma and its lazy interval.
+    pub r1_gamma: f64,
+    pub r1_every: u64,
+    pub mixing_prob: f64,
+    /// Path-length regularisation weight (0: off) and interval.
+    pub pl_weight: f64,
+    pub pl_every: u64,
+    /// Truncation psi for `sample` (1: none).
+    pub truncation_psi: f64,
+}
+
+impl Default for StyleGanConfig {
+    fn default() -> Self {
+        StyleGanConfig {
+            channels: 1,
+            image_size: 28,
+            z_dim: 128,
+            w_dim: 128,
+            map_layers: 8,
+            fmap_max: 128,
+            fmap_min: 32,
+            lr: 2e-3,
+            beta1: 0.0,
+            beta2: 0.99,
+            r1_gamma: 0.1,
+            r1_every: 16,
+            mixing_prob: 0.9,
+            pl_weight: 0.0,
+            pl_every: 4,
+            truncation_psi: 1.0,
+        }
+    }
+}
+
+impl StyleGanConfig {
+    pub fn net_size(&self) -> Result<(i64, usize)> {
+        if !(8..=1024).contains(&self.image_size) {
+            return Err(Error::invalid(format!(
+                "StyleGAN image_size must be in 8..=1024, got {}",
+                self.image_size
+            )));
+        }
+        let (mut side, mut k) = (4i64, 0usize);
+        while side < self.image_size {
+            side *= 2;
+            k += 1;
+        }
+        Ok((side, k))
+    }
+
+    fn fmaps(&self, stage: usize) -> i64 {
+        (self.fmap_max >> stage.saturating_sub(1)).max(self.fmap_min)
+    }
+
+    /// Style inputs of the synthesis network: two per resolution after the first (which has
+    /// one), plus one per to-RGB layer.
+    fn num_ws(&self) -> Result<i64> {
+        let (_, k) = self.net_size()?;
+        Ok(2 * k as i64 + 2)
+    }
+}
+
+const SQRT2: f64 = std::f64::consts::SQRT_2;
+
+fn lrelu(x: &Tensor) -> Tensor {
+    x.prelu(&Tensor::from_slice(&[0.2f32]).to_device(x.device())) * SQRT2
+}
+
+/// Equalised fully connected layer with a learning-rate multiplier.
+struct EqLinear {
+    w: Tensor,
+    b: Tensor,
+    w_scale: f64,
+    lr_mul: f64,
+}
+
+impl EqLinear {
+    fn new(p: nn::Path, i: i64, o: i64, lr_mul: f64, bias_init: f64) -> Self {
+        EqLinear {
+            w: p.var(
+                "weight",
+                &[o, i],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0 / lr_mul,
+                },
+            ),
+            b: p.var("bias", &[o], nn::Init::Const(bias_init / lr_mul)),
+            w_scale: lr_mul / (i as f64).sqrt(),
+            lr_mul,
+        }
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&(&self.w * self.w_scale), Some(&(&self.b * self.lr_mul)))
+    }
+}
+
+/// Modulated (and optionally demodulated) convolution, one group per sample.
+struct ModConv {
+    weight: Tensor,
+    affine: EqLinear,
+    demod: bool,
+    k: i64,
+}
+
+impl ModConv {
+    fn new(p: nn::Path, i: i64, o: i64, k: i64, w_dim: i64, demod: bool) -> Self {
+        ModConv {
+            weight: p.var(
+                "weight",
+                &[o, i, k, k],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            ),
+            affine: EqLinear::new(&p / "affine", w_dim, i, 1.0, 1.0),
+            demod,
+            k,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, w: &Tensor) -> Tensor {
+        let (n, i, h, wd) = x.size4().unwrap_or((0, 0, 0, 0));
+        let o = self.weight.size()[0];
+        let s = self.affine.forward(w); // [N, I]
+        let scale = 1.0 / ((i * self.k * self.k) as f64).sqrt();
+        let mut wt = self.weight.unsqueeze(0) * scale * s.view([n, 1, i, 1, 1]); // [N, O, I, k, k]
+        if self.demod {
+            let d = (wt
+                .square()
+                .sum_dim_intlist(&[2i64, 3, 4][..], true, Kind::Float)
+                + 1e-8)
+                .rsqrt();
+            wt = wt * d;
+        }
+        let y = x.reshape([1, n * i, h, wd]).conv2d(
+            &wt.reshape([n * o, i, self.k, self.k]),
+            None::<&Tensor>,
+            [1, 1],
+            [self.k / 2, self.k / 2],
+            [1, 1],
+            n,
+        );
+        y.reshape([n, o, h, wd])
+    }
+}
+
+/// Modulated 3x3 convolution + noise + bias + leaky ReLU.
+struct StyleLayer {
+    conv: ModConv,
+    noise_strength: Tensor,
+    bias: Tensor,
+    up: bool,
+}
+
+impl StyleLayer {
+    fn new(p: nn::Path, i: i64, o: i64, w_dim: i64, up: bool) -> Self {
+        StyleLayer {
+            conv: ModConv::new(&p / "conv", i, o, 3, w_dim, true),
+            noise_strength: p.zeros("noise_strength", &[1]),
+            bias: p.zeros("bias", &[o]),
+            up,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, w: &Tensor) -> Tensor {
+        let x = if self.up {
+            let s = x.size();
+            x.upsample_bilinear2d([s[2] * 2, s[3] * 2], false, None, None)
+        } else {
+            x.shallow_clone()
+        };
+        let y = self.conv.forward(&x, w);
+        let s = y.size();
+        let noise = Tensor::randn([s[0], 1, s[2], s[3]], (Kind::Float, y.device()));
+        lrelu(&(y + noise * &self.noise_strength + self.bias.view([1, -1, 1, 1])))
+    }
+}
+
+struct ToRgb {
+    conv: ModConv,
+    bias: Tensor,
+}
+
+impl ToRgb {
+    fn new(p: nn::Path, i: i64, c: i64, w_dim: i64) -> Self {
+        ToRgb {
+            conv: ModConv::new(&p / "conv", i, c, 1, w_dim, false),
+            bias: p.zeros("bias", &[c]),
+        }
+    }
+    fn forward(&self, x: &Tensor, w: &Tensor) -> Tensor {
+        self.conv.forward(x, w) + self.bias.view([1, -1, 1, 1])
+    }
+}
+
+pub struct Generator {
+    mapping: Vec<EqLinear>,
+    constant: Tensor,
+    layers: Vec<StyleLayer>,
+    to_rgb: Vec<ToRgb>,
+    /// Running mean of w (not trained; checkpointed).
+    pub w_avg: Tensor,
+    num_ws: i64,
+}
+
+impl Generator {
+    fn new(p: nn::Path, c: &StyleGanConfig) -> Result<Self> {
+        let (_, k) = c.net_size()?;
+        let mapping = (0..c.map_layers)
+            .map(|i| {
+                let inp = if i == 0 { c.z_dim } else { c.w_dim };
+                EqLinear::new(&p / format!("map{i}"), inp, c.w_dim, 0.01, 0.0)
+            })
+            .collect();
+        let f0 = c.fmaps(0);
+        let mut layers = vec![StyleLayer::new(&p / "l0", f0, f0, c.w_dim, false)];
+        let mut to_rgb = vec![ToRgb::new(&p / "rgb0", f0, c.channels, c.w_dim)];
+        for s in 1..=k {
+            let (i, o) = (c.fmaps(s - 1), c.fmaps(s));
+            layers.push(StyleLayer::new(&p / format!("l{s}a"), i, o, c.w_dim, true));
+            layers.push(StyleLayer::new(&p / format!("l{s}b"), o, o, c.w_dim, false));
+            to_rgb.push(ToRgb::new(&p / format!("rgb{s}"), o, c.channels, c.w_dim));
+        }
+        Ok(Generator {
+            mapping,
+            constant: p.var(
+                "const",
+                &[1, f0, 4, 4],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            ),
+            layers,
+            to_rgb,
+            w_avg: p.zeros_no_train("w_avg", &[c.w_dim]),
+            num_ws: c.num_ws()?,
+        })
+    }
+
+    /// `w = mapping(z)` (z normalised to the unit sphere times sqrt(dim), as pixel norm).
+    pub fn map(&self, z: &Tensor) -> Tensor {
+        let mut x = z * (z.square().mean_dim(1, true, Kind::Float) + 1e-8).rsqrt();
+        for l in &self.mapping {
+            x = lrelu(&l.forward(&x));
+        }
+        x
+    }
+
+    /// Images from per-layer styles `ws` `[N, num_ws, w_dim]`.
+    pub fn synthesis(&self, ws: &Tensor) -> Tensor {
+        let n = ws.size()[0];
+        let mut x = self.constant.expand([n, -1, -1, -1], false);
+        let mut img: Option<Tensor> = None;
+        let mut wi = 0i64;
+        let mut li = 0usize;
+        for (r, rgb) in self.to_rgb.iter().enumerate() {
+            let count = if r == 0 { 1 } else { 2 };
+            for _ in 0..count {
+                x = self.layers[li].forward(&x, &ws.select(1, wi));
+                li += 1;
+                wi += 1;
+            }
+            let y = rgb.forward(&x, &ws.select(1, wi));
+            img = Some(match img {
+                None => y,
+                Some(prev) => {
+                    let s = prev.size();
+                    prev.upsample_bilinear2d([s[2] * 2, s[3] * 2], false, None, None) + y
+                }
+            });
+        }
+        img.unwrap_or_else(Tensor::new)
+    }
+
+    /// Broadcasts one w to every layer.
+    pub fn broadcast(&self, w: &Tensor) -> Tensor {
+        w.unsqueeze(1).repeat([1, self.num_ws, 1])
+    }
+}
+
+pub struct Discriminator {
+    from_rgb: nn::Conv2D,
+    blocks: Vec<(nn::Conv2D, nn::Conv2D, nn::Conv2D)>,
+    conv_last: nn::Conv2D,
+    fc: nn::Linear,
+    out: nn::Linear,
+}
+
+/// The discriminator's layers hold N(0, 1) weights; `eq` and `eq_linear` apply He's constant at
+/// run time (equalised learning rate), as in the generator.
+fn d_conv(p: nn::Path, i: i64, o: i64, k: i64, bias: bool) -> nn::Conv2D {
+    nn::conv2d(
+        p,
+        i,
+        o,
+        k,
+        nn::ConvConfig {
+            padding: k / 2,
+            bias,
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+            ..Default::default()
+        },
+    )
+}
+
+fn eq(conv: &nn::Conv2D, x: &Tensor) -> Tensor {
+    let w = &conv.ws;
+    let fan_in: i64 = w.size()[1..].iter().product();
+    let pad = w.size()[2] / 2;
+    x.conv2d(
+        &(w / (fan_in as f64).sqrt()),
+        conv.bs.as_ref(),
+        [1, 1],
+        [pad, pad],
+        [1, 1],
+        1,
+    )
+}
+
+fn eq_linear(l: &nn::Linear, x: &Tensor) -> Tensor {
+    let fan_in = l.ws.size()[1];
+    x.linear(&(&l.ws / (fan_in as f64).sqrt()), l.bs.as_ref())
+}
+
+impl Discriminator {
+    fn new(p: nn::Path, c: &StyleGanConfig) -> Result<Self> {
+        let (_, k) = c.net_size()?;
+        let lin = |p: nn::Path, i: i64, o: i64| {
+            nn::linear(
+                p,
+                i,
+                o,
+                nn::LinearConfig {
+                    ws_init: nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 1.0,
+                    },
+                    bs_init: Some(nn::Init::Const(0.0)),
+                    bias: true,
+                },
+            )
+        };
+        let blocks = (1..=k)
+            .rev()
+            .map(|s| {
+                let (i, o) = (c.fmaps(s), c.fmaps(s - 1));
+                (
+                    d_conv(&p / format!("b{s}_conv1"), i, i, 3, true),
+                    d_conv(&p / format!("b{s}_conv2"), i, o, 3, true),
+                    d_conv(&p / format!("b{s}_skip"), i, o, 1, false),
+                )
+            })
+            .collect();
+        let f0 = c.fmaps(0);
+        Ok(Discriminator {
+            from_rgb: d_conv(&p / "from_rgb", c.channels, c.fmaps(k), 1, true),
+            blocks,
+            conv_last: d_conv(&p / "conv_last", f0 + 1, f0, 3, true),
+            fc: lin(&p / "fc", f0 * 16, f0),
+            out: lin(&p / "out", f0, 1),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let down = |t: &Tensor| t.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None);
+        let mut h = lrelu(&eq(&self.from_rgb, x));
+        for (c1, c2, skip) in &self.blocks {
+            let y = down(&lrelu(&eq(c2, &lrelu(&eq(c1, &h)))));
+            let s = eq(skip, &down(&h));
+            h = (y + s) / SQRT2;
+        }
+        let h = lrelu(&eq(&self.conv_last, &crate::progan::minibatch_std(&h, 4)));
+        let h = lrelu(&eq_linear(&self.fc, &h.flatten(1, -1)));
+        eq_linear(&self.out, &h).squeeze_dim(1)
+    }
+}
+
+pub struct StyleGan {
+    pub cfg: StyleGanConfig,
+    pub pair: GanPair,
+    pub g: Generator,
+    pub d: Discriminator,
+    pl_mean: Tensor,
+    device: Device,
+}
+
+impl StyleGan {
+    pub fn new(cfg: StyleGanConfig, device: Device) -> Result<Self> {
+        cfg.net_size()?;
+        // Lazy regularisation rescales Adam for the D (Sec. 3.1 / App. B): lr and betas ** c.
+        let c = cfg.r1_every as f64 / (cfg.r1_every as f64 + 1.0);
+        let adam_g = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
+        let adam_d = AdamConfig::new(cfg.lr * c, cfg.beta1.powf(c), cfg.beta2.powf(c));
+        let (pair, (g, d, pl_mean)) = GanPair::new(device, adam_g, adam_d, |g_vs, d_vs| {
+            let g = Generator::new(g_vs.root(), &cfg)?;
+            let pl = g_vs.root().zeros_no_train("pl_mean", &[]);
+            Ok((g, Discriminator::new(d_vs.root(), &cfg)?, pl))
+        })?;
+        Ok(StyleGan {
+            cfg,
+            pair,
+            g,
+            d,
+            pl_mean,
+            device,
+        })
+    }
+
+    fn z(&self, n: i64) -> Tensor {
+        Tensor::randn([n, self.cfg.z_dim], (Kind::Float, self.device))
+    }
+
+    /// Per-layer styles for `n` samples, with style mixing at probability `mixing_prob`.
+    fn styles(&self, n: i64, mixing: bool) -> Tensor {
+        let ws = self.g.broadcast(&self.g.map(&self.z(n)));
+        if mixing && rand_f64() < self.cfg.mixing_prob {
+            let num = self.g.num_ws;
+            let cut = 1 + (rand_f64() * (num - 1) as f64) as i64;
+            let other = self.g.broadcast(&self.g.map(&self.z(n)));
+            let layer = Tensor::arange(num, (Kind::Int64, self.device)).view([1, num, 1]);
+            ws.where_self(&layer.lt(cut), &other)
+        } else {
+            ws
+        }
+    }
+
+    fn pad_reals(&self, x: &Tensor) -> Result<Tensor> {
+        let (side, _) = self.cfg.net_size()?;
+        let pad = side - self.cfg.image_size;
+        if pad == 0 {
+            return Ok(x.shallow_clone());
+        }
+        let (a, b) = (pad / 2, pad - pad / 2);
+        Ok(
+            x.constant_pad_nd([a, b, a, b]) + Tensor::ones_like(x).constant_pad_nd([a, b, a, b])
+                - 1.0,
+        )
+    }
+
+    fn crop(&self, x: &Tensor) -> Result<Tensor> {
+        let (side, _) = self.cfg.net_size()?;
+        let off = (side - self.cfg.image_size) / 2;
+        Ok(x.narrow(2, off, self.cfg.image_size)
+            .narrow(3, off, self.cfg.image_size))
+    }
+
+    /// Samples with truncation `psi` toward `w_avg` (1: none), cropped to `image_size`.
+    pub fn generate_psi(&self, z: &Tensor, psi: f64) -> Result<Tensor> {
+        let img = tch::no_grad(|| {
+            let w = truncate_toward(&self.g.map(z), &self.g.w_avg, psi);
+            self.g.synthesis(&self.g.broadcast(&w))
+        });
+        Ok(self.crop(&img)?.clamp(-1.0, 1.0))
+    }
+}
+
+fn rand_f64() -> f64 {
+    f64::try_from(Tensor::rand([], (Kind::Double, Device::Cpu))).unwrap_or(0.0)
+}
+
+impl Model for StyleGan {
+    fn name(&self) -> &str {
+        "stylegan2"
+    }
+
+    fn config_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg).unwrap_or_default()
+    }
+
+    fn train_step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<Losses> {
+        let c = self.cfg.clone();
+        let expect = [c.channels, c.image_size, c.image_size];
+        if batch.x.size()[1..] != expect {
+            return Err(Error::invalid(format!(
+                "StyleGAN configured for images {expect:?}, got a batch of {:?}",
+                batch.x.size()
+            )));
+        }
+        let n = batch.x.size()[0];
+        if n % 4 != 0 {
+            return Err(Error::invalid(format!(
+                "the batch size {n} must be a multiple of 4 (minibatch standard deviation groups)"
+            )));
+        }
+        let real = self.pad_reals(&batch.x)?;
+        // D: logistic loss, R1 every r1_every steps (scaled by the interval).
+        let fake = tch::no_grad(|| self.g.synthesis(&self.styles(n, true)));
+        let lazy_r1 = c.r1_gamma > 0.0 && ctx.step % c.r1_every.max(1) == 0;
+        let real_in = if lazy_r1 {
+            real.detach().set_requires_grad(true)
+        } else {
+            real.shallow_clone()
+        };
+        let d_real = self.d.forward(&real_in);
+        let d_fake = self.d.forward(&fake);
+        let d_adv = GanLoss::NonSaturating.d_loss(&d_real, &d_fake);
+        let r1 = if lazy_r1 {
+            r1_penalty(&d_real, &real_in, c.r1_gamma) * c.r1_every as f64
+        } else {
+            Tensor::zeros([], (Kind::Float, self.device))
+        };
+        let d_loss = &d_adv + &r1;
+        self.pair.opt_d.backward_step(&d_loss, ctx);
+        // G: non-saturating loss with style mixing; path-length regularisation when enabled.
+        let ws = self.styles(n, true);
+        let g_adv = GanLoss::NonSaturating.g_loss(&self.d.forward(&self.g.synthesis(&ws)));
+        let mut g_loss = g_adv.shallow_clone();
+        let mut pl_v = 0.0;
+        if c.pl_weight > 0.0 && ctx.step % c.pl_every.max(1) == 0 {
+            let ws = self
+                .styles((n / 2).max(1), false)
+                .detach()
+                .set_requires_grad(true);
+            let img = self.g.synthesis(&ws);
+            let s = img.size();
+            let y = Tensor::randn_like(&img) / ((s[2] * s[3]) as f64).sqrt();
+            let grad =
+                Tensor::run_backward(&[(img * y).sum(Kind::Float)], &[&ws], true, true).remove(0);
+            let lengths = grad
+                .square()
+                .sum_dim_intlist(2, false, Kind::Float)
+                .mean_dim(1, false, Kind::Float)
+                .sqrt();
+            let mean = tch::no_grad(|| {
+                let m = &self.pl_mean + (lengths.mean(Kind::Float) - &self.pl_mean) * 0.01;
+                self.pl_mean.shallow_clone().copy_(&m);
+                m
+            });
+            let pl =
+                (lengths - mean).square().mean(Kind::Float) * (c.pl_weight * c.pl_every as f64);
+            pl_v = pl.double_value(&[]);
+            g_loss = g_loss + pl;
+        }
+        self.pair.opt_g.backward_step(&g_loss, ctx);
+        // Track the mean w for truncation.
+        tch::no_grad(|| {
+            let w = self.g.map(&self.z(n)).mean_dim(0, false, Kind::Float);
+            let avg = &self.g.w_avg + (w - &self.g.w_avg) * (1.0 - 0.995);
+            self.g.w_avg.shallow_clone().copy_(&avg);
+        });
+        let mut out = vec![
+            ("d_loss".into(), d_adv.double_value(&[])),
+            ("g_loss".into(), g_adv.double_value(&[])),
+        ];
+        if lazy_r1 {
+            out.push(("r1".into(), r1.double_value(&[])));
+        }
+        if c.pl_weight > 0.0 {
+            out.push(("pl".into(), pl_v));
+        }
+        Ok(out)
+    }
+
+    fn sample(&mut self, n: usize) -> Result<Samples> {
+        let z = self.z(n as i64);
+        Ok(Samples::Images(
+            self.generate_psi(&z, self.cfg.truncation_psi)?,
+        ))
+    }
+
+    /// Rows walk linearly in W between two mapped latents.
+    fn interpolate(&mut self, rows: usize, steps: usize) -> Result<Option<Tensor>> {
+        let steps = steps.max(2);
+        let (wa, wb) = tch::no_grad(|| {
+            (
+                self.g.map(&self.z(rows as i64)),
+                self.g.map(&self.z(rows as i64)),
+            )
+        });
+        let walk: Vec<Tensor> = (0..steps)
+            .map(|i| {
+                let t = i as f64 / (steps - 1) as f64;
+                &wa * (1.0 - t) + &wb * t
+            })
+            .collect();
+        let w = Tensor::stack(&walk, 1).view([(rows * steps) as i64, -1]);
+        let img = tch::no_grad(|| self.g.synthesis(&self.g.broadcast(&w)));
+        Ok(Some(self.crop(&img)?.clamp(-1.0, 1.0)))
+    }
+
+    fn var_stores(&self) -> Vec<(&str, &VarStore)> {
+        self.pair.var_stores()
+    }
+
+    fn ema_store(&self) -> Option<&VarStore> {
+        Some(&self.pair.g_vs)
+    }
+
+    fn save_optimizers(&self, ckpt: &mut Checkpoint) {
+        self.pair.save_optimizers(ckpt)
+    }
+
+    fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
+        self.pair.load_optimizers(ckpt, path)
+    }
+}
+
+pub fn entry() -> ModelEntry {
+    ModelEntry {
+        name: "stylegan2",
+        family: "gan",
+        summary: "StyleGAN2 (Karras et al. 2020): mapping network, modulated/demodulated convs, noise, skip G, residual D, style mixing, lazy R1, path length (off by default), truncation in W",
+        default_config: |info: &DataInfo| {
+            let (c, h, w) = match info.example_shape.as_slice() {
+                &[c, h, w] => (c, h, w),
+                s => return Err(Error::invalid(format!("StyleGAN needs image data [C, H, W], got examples of shape {s:?}"))),
+            };
+            if h != w {
+                return Err(Error::invalid(format!("StyleGAN needs square images, got {h}x{w}")));
+            }
+            let cfg = StyleGanConfig { channels: c, image_size: h, ..Default::default() };
+            cfg.net_size()?;
+            Ok(serde_json::to_value(cfg)?)
+        },
+        build: |json, device| {
+            let cfg: StyleGanConfig = serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("StyleGAN config: {e}")))?;
+            Ok(Box::new(StyleGan::new(cfg, device)?))
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn tiny() -> StyleGanConfig {
+        StyleGanConfig {
+            z_dim: 8,
+            w_dim: 8,
+            map_layers: 2,
+            fmap_max: 8,
+            fmap_min: 4,
+            r1_every: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn demodulation_removes_the_weight_scale_and_styles_stay_per_sample() {
+        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let vs = VarStore::new(Device::Cpu);
+        let m = ModConv::new(vs.root(), 3, 5, 3, 4, true);
+        let x = Tensor::randn([2, 3, 7, 7], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([2, 4], (Kind::Float, Device::Cpu)) * 3.0;
+        // Demodulation removes any overall scale of the weights (Eq. 3): the output is unchanged
+        // when the kernel is multiplied by 5.
+        let before = m.forward(&x, &w);
+        tch::no_grad(|| {
+            let scaled = &m.weight * 5.0;
+            m.weight.shallow_clone().copy_(&scaled);
+        });
+        let after = m.forward(&x, &w);
+        assert!(before.allclose(&after, 1e-4, 1e-4, false));
+        // Without demodulation it scales with the kernel.
+        let vs2 = VarStore::new(Device::Cpu);
+        let plain = ModConv::new(vs2.root(), 3, 5, 3, 4, false);
+        let y1 = plain.forward(&x, &w);
+        tch::no_grad(|| {
+            let scaled = &plain.weight * 5.0;
+            plain.weight.shallow_clone().copy_(&scaled);
+        });
+        assert!(
+            (plain.forward(&x, &w) - y1 * 5.0)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-3
+        );
+        // Output of one sample depends only on its own style.
+        let y = m.forward(&x, &w);
+        let w2 = Tensor::cat(
+            &[
+                w.get(0).unsqueeze(0),
+                Tensor::randn([1, 4], (Kind::Float, Device::Cpu)),
+            ],
+            0,
+        );
+        let y2 = m.forward(&x, &w2);
+        assert!(y.get(0).allclose(&y2.get(0), 1e-5, 1e-5, false));
+        assert!(!y.get(1).allclose(&y2.get(1), 1e-3, 1e-3, false));
+    }
+
+    #[test]
+    fn trains_with_r1_mixing_and_path_length_and_every_parameter_learns() {
+        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(0);
+        let mut m = StyleGan::new(
+            StyleGanConfig {
+                pl_weight: 2.0,
+                pl_every: 1,
+                ..tiny()
+            },
+            Device::Cpu,
+        )
+        .unwrap();
+        let snap = |vs: &VarStore| -> Vec<(String, Tensor)> {
+            vs.variables()
+                .into_iter()
+                .filter(|(_, t)| t.requires_grad())
+                .map(|(k, t)| (k, t.copy()))
+                .collect()
+        };
+        let (g0, d0) = (snap(&m.pair.g_vs), snap(&m.pair.d_vs));
+        let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        for step in 0..2 {
+            let l = m
+                .train_step(
+                    &Batch {
+                        x: x.shallow_clone(),
+                        y: None,
+                    },
+                    &StepCtx {
+                        step,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            assert!(l.iter().all(|(_, v)| v.is_finite()), "{l:?}");
+            if step == 0 {
+                assert!(l.iter().any(|(k, _)| k == "r1") && l.iter().any(|(k, _)| k == "pl"));
+            }
+        }
+        for (vs, before) in [(&m.pair.g_vs, g0), (&m.pair.d_vs, d0)] {
+            let now = vs.variables();
+            for (k, t) in before {
+                assert!(
+                    (&now[&k] - t).abs().max().double_value(&[]) > 0.0,
+                    "{k} did not change"
+                );
+            }
+        }
+        assert!(m.g.w_avg.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        let Samples::Images(s) = m.sample(3).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.size(), [3, 1, 28, 28]);
+        let grid = m.interpolate(2, 3).unwrap().unwrap();
+        assert_eq!(grid.size(), [6, 1, 28, 28]);
+    }
+
+    #[test]
+    fn truncation_zero_gives_the_mean_image() {
+        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(1);
+        let m = StyleGan::new(tiny(), Device::Cpu).unwrap();
+        let _ = tch::no_grad(|| {
+            m.g.w_avg
+                .shallow_clone()
+                .copy_(&Tensor::randn([8], (Kind::Float, Device::Cpu)))
+        });
+        // Noise inputs are random per call: fix the generator's seed for both draws.
+        tch::manual_seed(5);
+        let a = m.generate_psi(&m.z(2), 0.0).unwrap();
+        tch::manual_seed(5);
+        let b = m.generate_psi(&(m.z(2) * 3.0), 0.0).unwrap();
+        assert!(a.allclose(&b, 1e-5, 1e-5, false), "psi = 0 must ignore z");
+    }
+}

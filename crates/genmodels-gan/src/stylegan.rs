@@ -187,7 +187,7 @@ impl ModConv {
                 .sum_dim_intlist(&[2i64, 3, 4][..], true, Kind::Float)
                 + 1e-8)
                 .rsqrt();
-            wt = wt * d;
+            wt = &wt * d;
         }
         let y = x.reshape([1, n * i, h, wd]).conv2d(
             &wt.reshape([n * o, i, self.k, self.k]),
@@ -327,7 +327,7 @@ impl Generator {
                 }
             });
         }
-        img.unwrap_or_else(Tensor::new)
+        img.unwrap_or_default()
     }
 
     /// Broadcasts one w to every layer.
@@ -590,7 +590,7 @@ impl Model for StyleGan {
             let pl =
                 (lengths - mean).square().mean(Kind::Float) * (c.pl_weight * c.pl_every as f64);
             pl_v = pl.double_value(&[]);
-            g_loss = g_loss + pl;
+            g_loss = &g_loss + pl;
         }
         self.pair.opt_g.backward_step(&g_loss, ctx);
         // Track the mean w for truncation.

@@ -806,7 +806,7 @@ mod tests {
         let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(1);
         let m = StyleGan::new(tiny(), Device::Cpu).unwrap();
-        let _ = tch::no_grad(|| {
+        tch::no_grad(|| {
             m.g.w_avg
                 .shallow_clone()
                 .copy_(&Tensor::randn([8], (Kind::Float, Device::Cpu)))

@@ -343,7 +343,7 @@ fn bench(quick: bool, threads: Option<usize>, only: &[String]) -> Result<()> {
         let out = output(&mut c)?;
         for line in out
             .lines()
-            .filter(|l| l.starts_with("==") || l.starts_with("   "))
+            .filter(|l| l.starts_with("== ") || (l.starts_with("   ") && l.contains("->")))
         {
             println!("{line}");
         }

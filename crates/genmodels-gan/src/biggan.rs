@@ -765,8 +765,6 @@ pub fn entry() -> ModelEntry {
 mod tests {
     use super::*;
 
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     fn tiny() -> BigGanConfig {
         BigGanConfig {
             z_dim: 12,
@@ -786,7 +784,7 @@ mod tests {
 
     #[test]
     fn shapes_and_every_parameter_learns() {
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::test_lock();
         tch::manual_seed(0);
         for size in [28, 32] {
             let cfg = BigGanConfig {
@@ -831,7 +829,7 @@ mod tests {
 
     #[test]
     fn spectral_norm_makes_the_largest_singular_value_one() {
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::test_lock();
         tch::manual_seed(1);
         let vs = VarStore::new(Device::Cpu);
         let w = SnWeight::new(&vs.root(), &[16, 8, 3, 3]);
@@ -854,7 +852,7 @@ mod tests {
 
     #[test]
     fn ortho_gradient_is_biggan_pytorchs() {
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::test_lock();
         tch::manual_seed(2);
         let vs = VarStore::new(Device::Cpu);
         let _w = vs.root().var(
@@ -885,7 +883,7 @@ mod tests {
 
     #[test]
     fn truncation_near_zero_gives_one_image_per_class() {
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::test_lock();
         tch::manual_seed(3);
         let m = BigGan::new(tiny(), Device::Cpu).unwrap();
         let y = Tensor::from_slice(&[4i64, 4, 7]);
@@ -898,7 +896,7 @@ mod tests {
 
     #[test]
     fn unlabelled_data_and_bad_labels_are_refused() {
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::test_lock();
         let mut m = BigGan::new(tiny(), Device::Cpu).unwrap();
         let mut b = batch(4);
         b.y = None;
@@ -926,9 +924,9 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trip_reproduces_samples() {
+        let _rng = crate::test_lock();
         use genmodels_core::checkpoint::TrainState;
         use genmodels_core::model::load_model_state;
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
         let mut m = BigGan::new(tiny(), Device::Cpu).unwrap();
         m.train_step(&batch(4), &StepCtx::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();

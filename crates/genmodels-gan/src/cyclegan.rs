@@ -493,6 +493,7 @@ mod tests {
 
     #[test]
     fn shapes_losses_and_every_parameter_learns() {
+        let _rng = crate::test_lock();
         let mut m = CycleGan::new(tiny(), Device::Cpu).unwrap();
         let x = Tensor::rand([2, 1, 28, 28], (Kind::Float, Device::Cpu));
         assert_eq!(m.g_ab.forward(&x).size(), [2, 1, 28, 28]);
@@ -525,6 +526,7 @@ mod tests {
 
     #[test]
     fn the_cycle_loss_is_lambda_times_the_l1_reconstruction() {
+        let _rng = crate::test_lock();
         let mut m = CycleGan::new(
             CycleGanConfig {
                 lambda_identity: 0.0,
@@ -553,6 +555,7 @@ mod tests {
 
     #[test]
     fn the_history_fills_then_mixes_old_and_new() {
+        let _rng = crate::test_lock();
         let vs = VarStore::new(Device::Cpu);
         let c = CycleGanConfig {
             image_size: 16,
@@ -576,6 +579,7 @@ mod tests {
 
     #[test]
     fn batches_without_both_domains_and_equal_classes_are_refused() {
+        let _rng = crate::test_lock();
         let mut m = CycleGan::new(tiny(), Device::Cpu).unwrap();
         let b = Batch {
             x: Tensor::rand([2, 1, 28, 28], (Kind::Float, Device::Cpu)),

@@ -490,6 +490,7 @@ mod tests {
 
     #[test]
     fn shapes_for_several_sides() {
+        let _rng = crate::test_lock();
         for (size, base, k) in [(28, 7, 2), (32, 4, 3), (64, 4, 4)] {
             let c = tiny(size);
             assert_eq!(c.geometry().unwrap(), (base, k));
@@ -506,6 +507,7 @@ mod tests {
 
     #[test]
     fn every_parameter_gets_a_gradient() {
+        let _rng = crate::test_lock();
         let m = Dcgan::new(tiny(28), Device::Cpu).unwrap();
         let x = Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
         let z = m.latents(4);
@@ -534,6 +536,7 @@ mod tests {
 
     #[test]
     fn the_logged_losses_are_the_non_saturating_losses() {
+        let _rng = crate::test_lock();
         tch::manual_seed(3);
         let m = Dcgan::new(tiny(28), Device::Cpu).unwrap();
         let x = Tensor::rand([4, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
@@ -581,6 +584,7 @@ mod wgan_gp_tests {
 
     #[test]
     fn the_critic_has_no_batch_norm_and_batch_norm_with_a_penalty_is_refused() {
+        let _rng = crate::test_lock();
         let m = Dcgan::named("wgan-gp", tiny(), Device::Cpu).unwrap();
         assert!(m.pair.d_vs.variables().keys().all(|k| !k.contains("bn")));
         let bad = DcganConfig {
@@ -599,6 +603,7 @@ mod wgan_gp_tests {
 
     #[test]
     fn five_critic_updates_each_on_its_own_slice_then_one_generator_update() {
+        let _rng = crate::test_lock();
         let mut m = Dcgan::named("wgan-gp", tiny(), Device::Cpu).unwrap();
         let x = Tensor::rand([10, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
         let losses = m
@@ -619,6 +624,7 @@ mod wgan_gp_tests {
 
     #[test]
     fn the_critic_loss_is_the_wasserstein_loss_plus_the_penalty() {
+        let _rng = crate::test_lock();
         tch::manual_seed(5);
         let m = Dcgan::named(
             "wgan-gp",
@@ -676,6 +682,7 @@ mod checkpoint_tests {
 
     #[test]
     fn checkpoint_round_trip_reproduces_samples_bit_for_bit() {
+        let _rng = crate::test_lock();
         let cfg = DcganConfig {
             image_size: 28,
             z_dim: 8,

@@ -208,6 +208,7 @@ mod tests {
 
     #[test]
     fn minibatch_std_sees_collapse_and_all_parameters_learn() {
+        let _rng = crate::test_lock();
         let m = Gan2d::new(
             Gan2dConfig {
                 minibatch_std: true,

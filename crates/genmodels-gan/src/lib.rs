@@ -33,3 +33,11 @@ pub fn entries() -> Vec<ModelEntry> {
         gan2d::entry(),
     ]
 }
+
+/// libtorch's random generator is process-wide: the crate's tests that seed it (and those that
+/// draw from it) take turns, so a seeded test sees exactly its own draws.
+#[cfg(test)]
+pub(crate) fn test_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -541,6 +541,7 @@ mod tests {
 
     #[test]
     fn the_schedule_grows_with_fades() {
+        let _rng = crate::test_lock();
         let c = tiny();
         assert_eq!(c.net_size().unwrap(), (32, 3));
         assert_eq!(c.schedule_steps().unwrap(), 14);
@@ -555,6 +556,7 @@ mod tests {
 
     #[test]
     fn every_stage_trains_and_samples_full_size() {
+        let _rng = crate::test_lock();
         let mut m = ProGan::new(tiny(), Device::Cpu).unwrap();
         let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
         let snap = |vs: &VarStore| -> Vec<(String, Tensor)> {
@@ -611,6 +613,7 @@ mod tests {
 
     #[test]
     fn pixel_norm_and_minibatch_std() {
+        let _rng = crate::test_lock();
         let x = Tensor::randn([8, 5, 3, 3], (Kind::Float, Device::Cpu)) * 7.0;
         let p = pixel_norm(&x);
         let ms = p.square().mean_dim(1, false, Kind::Float);
@@ -630,6 +633,7 @@ mod tests {
 
     #[test]
     fn padding_uses_the_background_value() {
+        let _rng = crate::test_lock();
         let m = ProGan::new(tiny(), Device::Cpu).unwrap();
         let x = Tensor::ones([4, 1, 28, 28], (Kind::Float, Device::Cpu));
         let r = m.reals_at(&x, 3, 1.0).unwrap();
@@ -641,6 +645,7 @@ mod tests {
 
     #[test]
     fn checkpoint_keeps_the_stage_and_the_samples() {
+        let _rng = crate::test_lock();
         use genmodels_core::checkpoint::TrainState;
         use genmodels_core::model::load_model_state;
         let mut m = ProGan::new(tiny(), Device::Cpu).unwrap();

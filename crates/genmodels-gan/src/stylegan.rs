@@ -684,8 +684,6 @@ pub fn entry() -> ModelEntry {
 mod tests {
     use super::*;
 
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     fn tiny() -> StyleGanConfig {
         StyleGanConfig {
             z_dim: 8,
@@ -700,7 +698,7 @@ mod tests {
 
     #[test]
     fn demodulation_removes_the_weight_scale_and_styles_stay_per_sample() {
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::test_lock();
         let vs = VarStore::new(Device::Cpu);
         let m = ModConv::new(vs.root(), 3, 5, 3, 4, true);
         let x = Tensor::randn([2, 3, 7, 7], (Kind::Float, Device::Cpu));
@@ -745,7 +743,7 @@ mod tests {
 
     #[test]
     fn trains_with_r1_mixing_and_path_length_and_every_parameter_learns() {
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::test_lock();
         tch::manual_seed(0);
         let mut m = StyleGan::new(
             StyleGanConfig {
@@ -803,7 +801,7 @@ mod tests {
 
     #[test]
     fn truncation_zero_gives_the_mean_image() {
-        let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::test_lock();
         tch::manual_seed(1);
         let m = StyleGan::new(tiny(), Device::Cpu).unwrap();
         tch::no_grad(|| {

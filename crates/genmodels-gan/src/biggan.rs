@@ -742,13 +742,7 @@ pub fn entry() -> ModelEntry {
         family: "gan",
         summary: "BigGAN-style conditional GAN (Brock et al. 2019): shared-embedding CBN, projection D, spectral norm, self-attention, hinge, orthogonal reg., truncation; batch = d_steps x slice",
         default_config: |info: &DataInfo| {
-            let (c, h, w) = match info.example_shape.as_slice() {
-                &[c, h, w] => (c, h, w),
-                s => return Err(Error::invalid(format!("BigGAN needs image data [C, H, W], got examples of shape {s:?}"))),
-            };
-            if h != w {
-                return Err(Error::invalid(format!("BigGAN needs square images, got {h}x{w}")));
-            }
+            let (c, h) = crate::pair::square_image("BigGAN", info)?;
             let k = info.num_classes.ok_or_else(|| Error::invalid("BigGAN is class-conditional: the data must have labels (e.g. fashion-mnist)"))?;
             let cfg = BigGanConfig { channels: c, image_size: h, num_classes: k as i64, attn_res: h / 2, ..Default::default() };
             cfg.validate()?;

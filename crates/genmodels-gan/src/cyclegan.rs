@@ -450,13 +450,7 @@ pub fn entry() -> ModelEntry {
         family: "gan",
         summary: "CycleGAN (Zhu et al. 2017) between two classes (default 7 <-> 9: sneaker <-> ankle boot; data fashion-mnist@7,9): ResNet G, PatchGAN D, LSGAN, cycle 10, identity 0.5, 50-image history",
         default_config: |info: &DataInfo| {
-            let (c, h, w) = match info.example_shape.as_slice() {
-                &[c, h, w] => (c, h, w),
-                s => return Err(Error::invalid(format!("CycleGAN needs image data [C, H, W], got examples of shape {s:?}"))),
-            };
-            if h != w {
-                return Err(Error::invalid(format!("CycleGAN needs square images, got {h}x{w}")));
-            }
+            let (c, h) = crate::pair::square_image("CycleGAN", info)?;
             if info.num_classes.is_none() {
                 return Err(Error::invalid("CycleGAN takes its two domains from labels: use labelled data such as fashion-mnist@7,9"));
             }

@@ -424,19 +424,7 @@ impl Model for Dcgan {
 }
 
 fn image_config(name: &str, info: &DataInfo, base: DcganConfig) -> Result<serde_json::Value> {
-    let (c, h, w) = match info.example_shape.as_slice() {
-        &[c, h, w] => (c, h, w),
-        s => {
-            return Err(Error::invalid(format!(
-                "{name} needs image data [C, H, W], got examples of shape {s:?}"
-            )))
-        }
-    };
-    if h != w {
-        return Err(Error::invalid(format!(
-            "{name} needs square images, got {h}x{w}"
-        )));
-    }
+    let (c, h) = crate::pair::square_image(name, info)?;
     let cfg = DcganConfig {
         channels: c,
         image_size: h,

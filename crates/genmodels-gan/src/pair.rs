@@ -54,6 +54,19 @@ impl GanPair {
     }
 }
 
+/// `(channels, side)` of square image data, or an error naming the model and what it got.
+pub fn square_image(name: &str, info: &genmodels_core::model::DataInfo) -> Result<(i64, i64)> {
+    match info.example_shape.as_slice() {
+        &[c, h, w] if h == w => Ok((c, h)),
+        &[_, h, w] => Err(genmodels_core::Error::invalid(format!(
+            "{name} needs square images, got {h}x{w}"
+        ))),
+        s => Err(genmodels_core::Error::invalid(format!(
+            "{name} needs image data [C, H, W], got examples of shape {s:?}"
+        ))),
+    }
+}
+
 /// Splits a batch of `n` into `k` equal critic minibatches (the remainder is dropped), so that
 /// each critic update of WGAN-GP / BigGAN sees fresh real data, as in the papers' algorithms.
 pub fn critic_chunks(x: &tch::Tensor, k: usize) -> Result<Vec<tch::Tensor>> {

@@ -507,13 +507,7 @@ pub fn entry() -> ModelEntry {
         family: "gan",
         summary: "Progressive GAN (Karras et al. 2018): 4x4 -> 32x32 with fade-in, equalised lr, pixel norm, minibatch std, WGAN-GP + drift; train for phase_steps * (1 + 2k) steps",
         default_config: |info: &DataInfo| {
-            let (c, h, w) = match info.example_shape.as_slice() {
-                &[c, h, w] => (c, h, w),
-                s => return Err(Error::invalid(format!("ProGAN needs image data [C, H, W], got examples of shape {s:?}"))),
-            };
-            if h != w {
-                return Err(Error::invalid(format!("ProGAN needs square images, got {h}x{w}")));
-            }
+            let (c, h) = crate::pair::square_image("ProGAN", info)?;
             let cfg = ProGanConfig { channels: c, image_size: h, ..Default::default() };
             cfg.net_size()?;
             Ok(serde_json::to_value(cfg)?)

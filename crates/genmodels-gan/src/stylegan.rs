@@ -662,13 +662,7 @@ pub fn entry() -> ModelEntry {
         family: "gan",
         summary: "StyleGAN2 (Karras et al. 2020): mapping network, modulated/demodulated convs, noise, skip G, residual D, style mixing, lazy R1, path length (off by default), truncation in W",
         default_config: |info: &DataInfo| {
-            let (c, h, w) = match info.example_shape.as_slice() {
-                &[c, h, w] => (c, h, w),
-                s => return Err(Error::invalid(format!("StyleGAN needs image data [C, H, W], got examples of shape {s:?}"))),
-            };
-            if h != w {
-                return Err(Error::invalid(format!("StyleGAN needs square images, got {h}x{w}")));
-            }
+            let (c, h) = crate::pair::square_image("StyleGAN", info)?;
             let cfg = StyleGanConfig { channels: c, image_size: h, ..Default::default() };
             cfg.net_size()?;
             Ok(serde_json::to_value(cfg)?)

@@ -116,7 +116,7 @@ fn reflect(x: &Tensor, p: i64) -> Tensor {
 }
 
 fn lrelu(x: &Tensor) -> Tensor {
-    x.prelu(&Tensor::from_slice(&[0.2f32]).to_device(x.device()))
+    crate::ops::leaky_relu(x, 0.2)
 }
 
 /// The ResNet generator.

@@ -213,7 +213,7 @@ pub fn discriminator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
     let mut side = c.image_size / 2;
     let mut seq = nn::seq_t()
         .add(nn::conv2d(&p / "in", c.channels, ch, 4, conv_cfg()))
-        .add_fn(|x| x.leaky_relu_with(0.2));
+        .add_fn(|x| crate::ops::leaky_relu(x, 0.2));
     for i in 0..k - 1 {
         seq = seq.add(nn::conv2d(
             &p / format!("down{i}"),
@@ -232,7 +232,7 @@ pub fn discriminator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
             )),
             DNorm::None => seq,
         }
-        .add_fn(|x| x.leaky_relu_with(0.2));
+        .add_fn(|x| crate::ops::leaky_relu(x, 0.2));
         ch *= 2;
     }
     Ok(seq
@@ -257,18 +257,6 @@ pub fn discriminator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
 fn relu_in_place(x: &Tensor) -> Tensor {
     let mut y = x.shallow_clone();
     y.relu_()
-}
-
-trait LeakyRelu {
-    fn leaky_relu_with(&self, slope: f64) -> Tensor;
-}
-
-impl LeakyRelu for Tensor {
-    /// One fused kernel (PReLU with a constant slope), forward and backward; tch's
-    /// `leaky_relu` has no slope argument, and `max(x, slope * x)` costs two passes each way.
-    fn leaky_relu_with(&self, slope: f64) -> Tensor {
-        self.prelu(&Tensor::from_slice(&[slope as f32]).to_device(self.device()))
-    }
 }
 
 /// A DCGAN (or WGAN-GP) with its two optimisers.

@@ -15,6 +15,7 @@ pub mod biggan;
 pub mod cyclegan;
 pub mod dcgan;
 pub mod gan2d;
+pub mod ops;
 pub mod pair;
 pub mod progan;
 pub mod stylegan;

@@ -185,7 +185,7 @@ impl EqLinear {
 const SQRT2: f64 = std::f64::consts::SQRT_2;
 
 fn lrelu(x: &Tensor) -> Tensor {
-    x.prelu(&Tensor::from_slice(&[0.2f32]).to_device(x.device()))
+    crate::ops::leaky_relu(x, 0.2)
 }
 
 /// Pixel-wise feature normalisation: `x / sqrt(mean_c x^2 + 1e-8)`.
@@ -381,18 +381,7 @@ impl ProGan {
     /// the next lower resolution during a fade-in.
     fn reals_at(&self, x: &Tensor, stage: usize, alpha: f64) -> Result<Tensor> {
         let (side, k) = self.cfg.net_size()?;
-        let pad = side - self.cfg.image_size;
-        let (a, b) = (pad / 2, pad - pad / 2);
-        let mut x = x.constant_pad_nd([a, b, a, b]);
-        if pad > 0 {
-            // constant_pad_nd pads with 0; the background of [-1, 1] images is -1.
-            let mask = Tensor::ones(
-                [1, 1, self.cfg.image_size, self.cfg.image_size],
-                (Kind::Float, self.device),
-            )
-            .constant_pad_nd([a, b, a, b]);
-            x = &x * &mask + (&mask - 1.0);
-        }
+        let mut x = crate::ops::pad_background(x, side);
         for _ in stage..k {
             x = down(&x);
         }
@@ -405,15 +394,12 @@ impl ProGan {
     /// Full-size samples (cropped to `image_size`) at the current stage.
     pub fn generate(&self, z: &Tensor) -> Result<Tensor> {
         let (stage, alpha) = self.cfg.stage_at(self.steps_done())?;
-        let (side, k) = self.cfg.net_size()?;
+        let (_, k) = self.cfg.net_size()?;
         let mut x = tch::no_grad(|| self.g.forward(z, stage, alpha));
         for _ in stage..k {
             x = up(&x);
         }
-        let off = (side - self.cfg.image_size) / 2;
-        Ok(x.narrow(2, off, self.cfg.image_size)
-            .narrow(3, off, self.cfg.image_size)
-            .clamp(-1.0, 1.0))
+        Ok(crate::ops::crop_center(&x, self.cfg.image_size).clamp(-1.0, 1.0))
     }
 
     fn latents(&self, n: i64) -> Tensor {

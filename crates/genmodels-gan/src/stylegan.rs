@@ -118,7 +118,7 @@ impl StyleGanConfig {
 const SQRT2: f64 = std::f64::consts::SQRT_2;
 
 fn lrelu(x: &Tensor) -> Tensor {
-    x.prelu(&Tensor::from_slice(&[0.2f32]).to_device(x.device())) * SQRT2
+    crate::ops::leaky_relu(x, 0.2) * SQRT2
 }
 
 /// Equalised fully connected layer with a learning-rate multiplier.
@@ -487,22 +487,11 @@ impl StyleGan {
 
     fn pad_reals(&self, x: &Tensor) -> Result<Tensor> {
         let (side, _) = self.cfg.net_size()?;
-        let pad = side - self.cfg.image_size;
-        if pad == 0 {
-            return Ok(x.shallow_clone());
-        }
-        let (a, b) = (pad / 2, pad - pad / 2);
-        Ok(
-            x.constant_pad_nd([a, b, a, b]) + Tensor::ones_like(x).constant_pad_nd([a, b, a, b])
-                - 1.0,
-        )
+        Ok(crate::ops::pad_background(x, side))
     }
 
     fn crop(&self, x: &Tensor) -> Result<Tensor> {
-        let (side, _) = self.cfg.net_size()?;
-        let off = (side - self.cfg.image_size) / 2;
-        Ok(x.narrow(2, off, self.cfg.image_size)
-            .narrow(3, off, self.cfg.image_size))
+        Ok(crate::ops::crop_center(x, self.cfg.image_size))
     }
 
     /// Samples with truncation `psi` toward `w_avg` (1: none), cropped to `image_size`.

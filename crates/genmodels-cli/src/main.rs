@@ -410,10 +410,12 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_run(
+/// A run folder's checkpoint and its path; `kind = Some((prefix, what))` requires a model
+/// whose name starts with `prefix`, else fails with `what`.
+pub(crate) fn open_checkpoint(
     run_dir: &Path,
-    device: tch::Device,
-) -> Result<(Checkpoint, ModelEntry, Box<dyn Model>)> {
+    kind: Option<(&str, &str)>,
+) -> Result<(Checkpoint, PathBuf)> {
     let path = checkpoint_path(run_dir);
     if !path.exists() {
         bail!(
@@ -422,6 +424,23 @@ fn load_run(
         );
     }
     let ck = Checkpoint::load(&path)?;
+    if let Some((prefix, what)) = kind {
+        if !ck.meta.model.starts_with(prefix) {
+            bail!(
+                "{what}; {} holds a `{}` model",
+                run_dir.display(),
+                ck.meta.model
+            );
+        }
+    }
+    Ok((ck, path))
+}
+
+fn load_run(
+    run_dir: &Path,
+    device: tch::Device,
+) -> Result<(Checkpoint, ModelEntry, Box<dyn Model>)> {
+    let (ck, _) = open_checkpoint(run_dir, None)?;
     let entry = find_model(&ck.meta.model)?;
     let model = (entry.build)(&ck.meta.config, device)?;
     Ok((ck, entry, model))
@@ -820,21 +839,10 @@ fn cas(a: CasArgs) -> Result<()> {
         bail!("-n and --epochs must be at least 1");
     }
     let device = device_from_env_or(a.device.as_deref())?;
-    let path = checkpoint_path(&a.run_dir);
-    if !path.exists() {
-        bail!(
-            "{} holds no checkpoint.safetensors: not a genmodels run folder",
-            a.run_dir.display()
-        );
-    }
-    let ck = Checkpoint::load(&path)?;
-    if ck.meta.model != "biggan" {
-        bail!(
-            "CAS needs a class-conditional run (biggan); {} holds `{}`",
-            a.run_dir.display(),
-            ck.meta.model
-        );
-    }
+    let (ck, _) = open_checkpoint(
+        &a.run_dir,
+        Some(("biggan", "CAS needs a class-conditional run (biggan)")),
+    )?;
     let cfg: BigGanConfig =
         serde_json::from_value(ck.meta.config.clone()).context("BigGAN config")?;
     let mut g = BigGan::new(cfg.clone(), device)?;
@@ -939,21 +947,10 @@ fn translate(
         bail!("-n must be at least 1");
     }
     let device = device_from_env_or(device)?;
-    let path = checkpoint_path(run_dir);
-    if !path.exists() {
-        bail!(
-            "{} holds no checkpoint.safetensors: not a genmodels run folder",
-            run_dir.display()
-        );
-    }
-    let ck = Checkpoint::load(&path)?;
-    if ck.meta.model != "cyclegan" {
-        bail!(
-            "translate needs a CycleGAN run; {} holds `{}`",
-            run_dir.display(),
-            ck.meta.model
-        );
-    }
+    let (ck, path) = open_checkpoint(
+        run_dir,
+        Some(("cyclegan", "translate needs a CycleGAN run")),
+    )?;
     let cfg: CycleGanConfig =
         serde_json::from_value(ck.meta.config.clone()).context("CycleGAN config")?;
     let mut m = CycleGan::new(cfg, device)?;

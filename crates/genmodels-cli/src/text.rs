@@ -14,21 +14,8 @@ use tch::nn::VarStore;
 
 /// A GPT run's network with its weights, and its tokenizer.
 fn load_gpt(run_dir: &Path, device: tch::Device) -> Result<(Checkpoint, Gpt, VarStore)> {
-    let path = checkpoint_path(run_dir);
-    if !path.exists() {
-        bail!(
-            "{} holds no checkpoint.safetensors: not a genmodels run folder",
-            run_dir.display()
-        );
-    }
-    let ck = Checkpoint::load(&path)?;
-    if !ck.meta.model.starts_with("gpt") {
-        bail!(
-            "{} holds a `{}` model; text generation needs a GPT run",
-            run_dir.display(),
-            ck.meta.model
-        );
-    }
+    let (ck, path) =
+        crate::open_checkpoint(run_dir, Some(("gpt", "text generation needs a GPT run")))?;
     let cfg: GptConfig =
         serde_json::from_value(ck.meta.config.clone()).context("the checkpoint's GPT config")?;
     let vs = VarStore::new(device);

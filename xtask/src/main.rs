@@ -5,6 +5,9 @@
 //! xtask depends on no libtorch crate, so it builds on a bare machine.
 
 mod assets;
+mod eval;
+mod plot;
+mod report;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -19,6 +22,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Cmd {
     /// Create .venv with torch 2.13.0, link .libtorch, fetch and verify every asset.
     Setup {
@@ -26,25 +30,57 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Evaluate generated images. With --metrics-only: every metric for two image sets.
+    /// The main job: train (or resume) a reference model of each family within a time budget,
+    /// sample, measure, and write target/eval/report.html, report.md and results.json.
+    /// With --metrics-only: every metric between two image sets.
     Eval {
-        /// Only compute metrics between --real and --fake (the full train/sample/report run is
-        /// not built yet).
+        /// About 15 minutes on 2 cores: 2.5-minute budgets, 2000 samples, no Inception pass.
+        #[arg(long)]
+        quick: bool,
+        /// Only these families (gan, transformer); repeatable.
+        #[arg(long)]
+        family: Vec<String>,
+        /// Only these recipes or models (dcgan, grid25-plain, grid25-wgangp, gpt-mini, wgan-gp,
+        /// biggan, progan, stylegan2, cyclegan, gpt); repeatable.
+        #[arg(long)]
+        model: Vec<String>,
+        /// Generated (and real) images per image metric (default 5000; 2000 with --quick).
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Images for the Inception FID (default 1000 on CPU, --samples on CUDA, 0 with --quick).
+        #[arg(long)]
+        inception_samples: Option<usize>,
+        /// cpu, cuda, cuda:N or auto (default: $GENMODELS_DEVICE, else auto).
+        #[arg(long)]
+        device: Option<String>,
+        /// Training minutes per reference model (default 15; 2.5 with --quick); runs resume.
+        #[arg(long)]
+        budget: Option<f64>,
+        /// Report folder (default target/eval); run folders go in OUT/runs.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// CPU threads for libtorch in every genmodels call.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Build genmodels in the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Only compute metrics between --real and --fake (no training, no report).
         #[arg(long)]
         metrics_only: bool,
-        /// Real images: a folder of PNG/JPEG, or a data spec such as fashion-mnist:test.
+        /// --metrics-only: real images, a folder of PNG/JPEG or a data spec (fashion-mnist:test).
         #[arg(long)]
         real: Option<String>,
-        /// Generated images: a folder of PNG/JPEG, a run folder, or a data spec.
+        /// --metrics-only: generated images, a folder of PNG/JPEG, a run folder or a data spec.
         #[arg(long)]
         fake: Option<String>,
-        /// Write the scores as JSON here.
+        /// --metrics-only: write the scores as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Samples per set (at most).
+        /// --metrics-only: samples per set (at most).
         #[arg(short, long, default_value_t = 10_000)]
         n: usize,
-        /// Resize convention: pil-bicubic, tf1-bilinear or pytorch-bilinear.
+        /// --metrics-only: resize convention (pil-bicubic, tf1-bilinear or pytorch-bilinear).
         #[arg(long, default_value = "pil-bicubic")]
         resize: String,
     },
@@ -242,17 +278,13 @@ fn as_spec(s: &str) -> String {
     }
 }
 
-fn eval(
-    metrics_only: bool,
+fn metrics_only(
     real: Option<String>,
     fake: Option<String>,
     json: Option<PathBuf>,
     n: usize,
     resize: String,
 ) -> Result<()> {
-    if !metrics_only {
-        bail!("only `cargo xtask eval --metrics-only --real DIR --fake DIR` exists so far; the full train/sample/report run is still to be built");
-    }
     let (Some(real), Some(fake)) = (real, fake) else {
         bail!("--metrics-only needs --real and --fake");
     };
@@ -383,13 +415,42 @@ fn main() {
         Cmd::Setup { force } => setup(force),
         Cmd::Test { tests_only } => test(tests_only),
         Cmd::Eval {
-            metrics_only,
+            metrics_only: true,
             real,
             fake,
             json,
             n,
             resize,
-        } => eval(metrics_only, real, fake, json, n, resize),
+            ..
+        } => self::metrics_only(real, fake, json, n, resize),
+        Cmd::Eval {
+            quick,
+            family,
+            model,
+            samples,
+            inception_samples,
+            device,
+            budget,
+            out,
+            threads,
+            release,
+            ..
+        } => eval::eval(eval::Opts {
+            quick,
+            families: family,
+            models: model,
+            samples,
+            inception_samples,
+            device,
+            budget_min: budget,
+            out,
+            threads,
+            release,
+            command_line: std::iter::once("cargo xtask".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }),
         Cmd::Bench {
             quick,
             threads,

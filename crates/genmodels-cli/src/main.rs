@@ -59,6 +59,9 @@ enum Cmd {
         /// cpu, cuda, cuda:N or auto (default: $GENMODELS_DEVICE, else auto).
         #[arg(long)]
         device: Option<String>,
+        /// Stop after this much training time (e.g. 90s, 10m, 1h), with a checkpoint.
+        #[arg(long, value_parser = parse_duration)]
+        time_budget: Option<f64>,
         /// Hide the progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -138,6 +141,12 @@ enum Cmd {
         data: Option<String>,
         #[arg(long)]
         device: Option<String>,
+        /// Score only the first N tokens of the validation split (default: all of it).
+        #[arg(long)]
+        max_tokens: Option<usize>,
+        /// Also write the scores as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Import a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json) as a run.
     ImportGpt2 {
@@ -327,6 +336,10 @@ struct TrainArgs {
     /// Batches per validation.
     #[arg(long, default_value_t = 20)]
     eval_batches: usize,
+    /// Stop after this much training time (e.g. 90s, 10m, 1h), with a checkpoint; `resume`
+    /// continues.
+    #[arg(long, value_parser = parse_duration)]
+    time_budget: Option<f64>,
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -376,6 +389,7 @@ fn train(a: TrainArgs) -> Result<()> {
         deterministic: a.deterministic,
         eval_every: a.eval_every,
         eval_batches: a.eval_batches,
+        time_budget_s: a.time_budget,
     };
     // The data decides the default config (image shape, classes, vocabulary).
     let data = spec.load()?;
@@ -401,13 +415,47 @@ fn train(a: TrainArgs) -> Result<()> {
         None,
     )?;
     println!(
-        "trained {} for {} steps in {:.1}s; checkpoint {}",
+        "trained {} for {} steps in {:.1}s{}; checkpoint {}",
         entry.name,
         s.steps,
         s.elapsed_s,
+        budget_note(&s, a.steps),
         s.checkpoint.display()
     );
     Ok(())
+}
+
+fn budget_note(s: &genmodels_core::train::TrainSummary, total: u64) -> String {
+    if s.completed {
+        String::new()
+    } else {
+        format!(" (time budget spent; {total} planned, `genmodels resume` continues)")
+    }
+}
+
+/// Parses a duration such as `90`, `90s`, `10m` or `1.5h` into seconds.
+fn parse_duration(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let mult = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}`: use s, m or h (e.g. 90s, 10m)"
+            ))
+        }
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v * mult),
+        _ => Err(format!(
+            "`{s}` is not a duration: expected a non-negative number with s, m or h (e.g. 10m)"
+        )),
+    }
 }
 
 /// A run folder's checkpoint and its path; `kind = Some((prefix, what))` requires a model
@@ -450,6 +498,7 @@ fn resume(
     run_dir: &Path,
     steps: Option<u64>,
     device: Option<&str>,
+    time_budget: Option<f64>,
     no_progress: bool,
 ) -> Result<()> {
     let device = device_from_env_or(device)?;
@@ -460,6 +509,8 @@ fn resume(
         tcfg.steps = s;
     }
     tcfg.progress = !no_progress;
+    tcfg.time_budget_s = time_budget;
+    let total = tcfg.steps;
     let spec: DataSpec = serde_json::from_value(ck.meta.state.data.clone())
         .context("checkpoint holds no data spec")?;
     let data = spec.load_with_vocab(vocab_of(&ck.meta.config)?.as_ref())?;
@@ -476,10 +527,11 @@ fn resume(
         Some(&ck),
     )?;
     println!(
-        "resumed {} to step {} ({:.1}s in all); checkpoint {}",
+        "resumed {} to step {} ({:.1}s in all){}; checkpoint {}",
         entry.name,
         s.steps,
         s.elapsed_s,
+        budget_note(&s, total),
         s.checkpoint.display()
     );
     Ok(())
@@ -714,7 +766,12 @@ fn mode_metrics(
     )?
     .x;
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&m)?)
+        let mut v = serde_json::to_value(&m)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("centers".into(), serde_json::to_value(mixture.centers())?);
+            o.insert("mode_std".into(), f64::from(mixture.std()).into());
+        }
+        std::fs::write(p, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("writing {}", p.display()))?;
         let plot = p.with_extension("png");
         genmodels_core::image_io::save_scatter(
@@ -1053,8 +1110,9 @@ fn main() {
             run_dir,
             steps,
             device,
+            time_budget,
             no_progress,
-        } => resume(&run_dir, steps, device.as_deref(), no_progress),
+        } => resume(&run_dir, steps, device.as_deref(), time_budget, no_progress),
         Cmd::Sample {
             run_dir,
             n,
@@ -1088,7 +1146,15 @@ fn main() {
             run_dir,
             data,
             device,
-        } => text::perplexity(&run_dir, data.as_deref(), device.as_deref()),
+            max_tokens,
+            json,
+        } => text::perplexity(
+            &run_dir,
+            data.as_deref(),
+            device.as_deref(),
+            max_tokens,
+            json.as_deref(),
+        ),
         Cmd::ImportGpt2 { dir, out } => text::import_gpt2(&dir, &out),
         Cmd::List => {
             list();

@@ -137,7 +137,13 @@ pub fn generate_cmd(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn perplexity(run_dir: &Path, data: Option<&str>, device: Option<&str>) -> Result<()> {
+pub fn perplexity(
+    run_dir: &Path,
+    data: Option<&str>,
+    device: Option<&str>,
+    max_tokens: Option<usize>,
+    json: Option<&Path>,
+) -> Result<()> {
     let device = device_from_env_or(device)?;
     let (ck, gpt, _vs) = load_gpt(run_dir, device)?;
     let spec: DataSpec = match data {
@@ -149,9 +155,13 @@ pub fn perplexity(run_dir: &Path, data: Option<&str>, device: Option<&str>) -> R
     let OpenData::Text(corpus) = spec.load_with_vocab(vocab.as_ref())? else {
         bail!("perplexity needs text data (moby-dick, kjv, text:FILE)");
     };
-    let toks = corpus.tokens(TextSplit::Val);
+    let all = corpus.tokens(TextSplit::Val);
+    let toks = &all[..max_tokens.unwrap_or(all.len()).min(all.len())];
     if toks.len() < 2 {
-        bail!("the validation split is empty");
+        bail!(
+            "too little to score: {} validation tokens (need at least 2)",
+            toks.len()
+        );
     }
     let b = bar(0, "validation");
     let (nll, n) = sequence_nll(&gpt, toks, 16, |d, t| {
@@ -167,6 +177,18 @@ pub fn perplexity(run_dir: &Path, data: Option<&str>, device: Option<&str>) -> R
     println!("perplexity             {:.3}", loss.exp());
     println!("bits per token         {:.4}", loss / ln2);
     println!("bits per character     {:.4}", nll / ln2 / chars as f64);
+    if let Some(p) = json {
+        let v = serde_json::json!({
+            "tokens": n,
+            "loss_nats_per_token": loss,
+            "perplexity": loss.exp(),
+            "bits_per_token": loss / ln2,
+            "bits_per_char": nll / ln2 / chars as f64,
+            "split": "val",
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
     Ok(())
 }
 

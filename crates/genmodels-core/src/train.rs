@@ -66,6 +66,10 @@ pub struct TrainerConfig {
     pub eval_every: u64,
     /// Validation batches per evaluation (the same batches every time, so curves compare).
     pub eval_batches: usize,
+    /// Stop (with a checkpoint, samples and a log line) once this many seconds of training have
+    /// passed in this invocation; `resume` continues. Not stored: each invocation sets its own.
+    #[serde(skip)]
+    pub time_budget_s: Option<f64>,
 }
 
 impl Default for TrainerConfig {
@@ -85,6 +89,7 @@ impl Default for TrainerConfig {
             deterministic: false,
             eval_every: 0,
             eval_batches: 20,
+            time_budget_s: None,
         }
     }
 }
@@ -92,10 +97,18 @@ impl Default for TrainerConfig {
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSummary {
+    /// The step the run stands at (the configured total unless the time budget stopped it).
     pub steps: u64,
+    /// False when the time budget stopped the run before its configured total.
+    #[serde(default = "yes")]
+    pub completed: bool,
     pub elapsed_s: f64,
     pub last_losses: Losses,
     pub checkpoint: PathBuf,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Files of a run folder.
@@ -279,6 +292,7 @@ impl Trainer {
         let t0 = Instant::now();
         let base_elapsed = elapsed;
         let mut last = Losses::new();
+        let mut end = cfg.steps;
         for step in start..cfg.steps {
             seed_everything(step_seed(cfg.seed, step));
             let batch = source.batch_at(step)?;
@@ -302,9 +316,14 @@ impl Trainer {
                 e.update();
             }
             let done = step + 1;
+            let out_of_time = cfg
+                .time_budget_s
+                .is_some_and(|b| done != cfg.steps && t0.elapsed().as_secs_f64() >= b);
             let mut evaluated = false;
             if let Some(v) = val.as_deref_mut() {
-                if cfg.eval_every > 0 && (done % cfg.eval_every == 0 || done == cfg.steps) {
+                if cfg.eval_every > 0
+                    && (done % cfg.eval_every == 0 || done == cfg.steps || out_of_time)
+                {
                     if let Some(vl) = Self::evaluate(model, v, cfg.eval_batches)? {
                         bar.println(format!("step {done}: {}", fmt_losses(&vl)));
                         losses.extend(vl);
@@ -315,7 +334,7 @@ impl Trainer {
             elapsed = base_elapsed + t0.elapsed().as_secs_f64();
             bar.set_position(done);
             bar.set_message(fmt_losses(&losses));
-            if done % cfg.log_every.max(1) == 0 || done == cfg.steps || evaluated {
+            if done % cfg.log_every.max(1) == 0 || done == cfg.steps || evaluated || out_of_time {
                 let mut obj = serde_json::Map::new();
                 obj.insert("step".into(), done.into());
                 obj.insert("time_s".into(), elapsed.into());
@@ -339,6 +358,10 @@ impl Trainer {
                     .save(&ck_path)?;
             }
             last = losses;
+            if out_of_time {
+                end = done;
+                break;
+            }
             if STOP.load(std::sync::atomic::Ordering::SeqCst) && done != cfg.steps {
                 self.make_checkpoint(model, ema.as_ref(), done, elapsed)
                     .save(&ck_path)?;
@@ -349,17 +372,25 @@ impl Trainer {
                 });
             }
         }
-        self.make_checkpoint(model, ema.as_ref(), cfg.steps, elapsed)
+        self.make_checkpoint(model, ema.as_ref(), end, elapsed)
             .save(&ck_path)?;
         Self::write_samples(
             model,
             ema.as_ref(),
             cfg.sample_count,
-            &rd.samples().join(format!("step_{:07}", cfg.steps)),
+            &rd.samples().join(format!("step_{end:07}")),
         )?;
-        bar.finish_with_message(fmt_losses(&last));
+        if end == cfg.steps {
+            bar.finish_with_message(fmt_losses(&last));
+        } else {
+            bar.abandon_with_message(format!(
+                "time budget spent at step {end} of {}; checkpoint written, `genmodels resume` continues",
+                cfg.steps
+            ));
+        }
         Ok(TrainSummary {
-            steps: cfg.steps,
+            steps: end,
+            completed: end == cfg.steps,
             elapsed_s: elapsed,
             last_losses: last,
             checkpoint: ck_path,

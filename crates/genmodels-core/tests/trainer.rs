@@ -187,6 +187,39 @@ fn resumed_run_equals_uninterrupted_run() {
 }
 
 #[test]
+fn a_spent_time_budget_stops_with_a_checkpoint_and_resume_finishes_the_same_run() {
+    let _guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    tch::manual_seed(0);
+    let mut full = TinyGan::new();
+    Trainer::new(cfg(4), serde_json::Value::Null)
+        .run(&mut full, &mut source(), &a, None)
+        .unwrap();
+
+    // A zero budget stops after the first step, with a checkpoint, samples and a log line.
+    tch::manual_seed(0);
+    let mut first = TinyGan::new();
+    let mut c = cfg(4);
+    c.time_budget_s = Some(0.0);
+    let s = Trainer::new(c, serde_json::Value::Null)
+        .run(&mut first, &mut source(), &b, None)
+        .unwrap();
+    assert_eq!((s.steps, s.completed), (1, false));
+    assert!(b.join("samples").join("step_0000001.png").exists());
+    let ck = Checkpoint::load(&b.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ck.meta.state.step, 1);
+    let mut resumed = TinyGan::new();
+    let s = Trainer::new(cfg(4), serde_json::Value::Null)
+        .run(&mut resumed, &mut source(), &b, Some(&ck))
+        .unwrap();
+    assert_eq!((s.steps, s.completed), (4, true));
+    for ((n1, t1), (_, t2)) in weights(&full).iter().zip(weights(&resumed).iter()) {
+        assert!(t1.equal(t2), "{n1} differs after a budget stop and resume");
+    }
+}
+
+#[test]
 fn nan_loss_stops_with_a_clear_error_and_no_checkpoint() {
     let _guard = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();

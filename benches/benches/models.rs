@@ -3,6 +3,9 @@
 //!
 //! - one DCGAN training step at batch 64 on 28x28 (D then G, Adam 2e-4 / 0.5) vs the same
 //!   networks and step in PyTorch;
+//! - one StyleGAN2 training step at batch 32 on 28x28 (the `stylegan2` entry with fmap 64 / 16,
+//!   as trained in docs/results.md; D then G with style mixing, a step without the lazy R1,
+//!   i.e. 15 of every 16) vs the same networks and step in PyTorch;
 //! - one GPT training step in nanoGPT's CPU configuration (4 x 4 x 128, context 64, batch 12,
 //!   AdamW, clipping at 1.0) vs a nanoGPT-style model and loop;
 //! - batch-1 generation of 200 tokens with the KV cache (4 x 4 x 128, context 256, sampling at
@@ -17,6 +20,7 @@ use genmodels_core::model::Model;
 use genmodels_core::optim::StepCtx;
 use genmodels_core::samplers::LogitsProcessor;
 use genmodels_gan::dcgan::{Dcgan, DcganConfig};
+use genmodels_gan::stylegan::{StyleGan, StyleGanConfig};
 use genmodels_transformer::generate::{generate, GenerateConfig};
 use genmodels_transformer::gpt::{GptConfig, GptModel, MlpKind};
 use tch::{Device, Kind, Tensor};
@@ -40,6 +44,37 @@ fn dcgan_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("dcgan");
     g.sample_size(10);
     g.bench_function("train_step_b64", |b| {
+        b.iter(|| m.train_step(&batch, &ctx).expect("step"))
+    });
+    g.finish();
+}
+
+fn stylegan2_step(c: &mut Criterion) {
+    tch::manual_seed(0);
+    let cfg = StyleGanConfig {
+        fmap_max: 64,
+        fmap_min: 16,
+        ..Default::default()
+    };
+    let mut m = StyleGan::new(cfg, Device::Cpu).expect("stylegan2");
+    let x = Tensor::rand([32, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let batch = Batch { x, y: None };
+    // step 1: not a lazy-R1 step (those are the steps divisible by r1_every = 16)
+    let ctx = StepCtx {
+        step: 1,
+        ..Default::default()
+    };
+    let ours = median_secs(10, || {
+        m.train_step(&batch, &ctx).expect("step");
+    });
+    report(
+        "StyleGAN2 training step, batch 32, 28x28 (fmap 64/16, no R1 this step)",
+        ours,
+        &python("models_bench.py", "stylegan2_step", 10, &[], &[]),
+    );
+    let mut g = c.benchmark_group("stylegan2");
+    g.sample_size(10);
+    g.bench_function("train_step_b32", |b| {
         b.iter(|| m.train_step(&batch, &ctx).expect("step"))
     });
     g.finish();
@@ -108,5 +143,5 @@ fn gpt_generate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dcgan_step, gpt_step, gpt_generate);
+criterion_group!(benches, dcgan_step, stylegan2_step, gpt_step, gpt_generate);
 criterion_main!(benches);

@@ -1,7 +1,7 @@
 """Python counterparts of benches/benches/models.rs, timed the same way (median of repeats).
 
 usage: models_bench.py WHAT REPEATS THREADS   -> prints one JSON line {name: median_seconds}
-WHAT: dcgan_step | gpt_step | gpt_generate
+WHAT: dcgan_step | stylegan2_step | gpt_step | gpt_generate
 """
 
 import json
@@ -54,6 +54,205 @@ def dcgan():
         g_loss = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
         g_loss.backward()
         opt_g.step()
+        return d_loss.item(), g_loss.item()
+    return step
+
+
+# --- StyleGAN2 at 28x28 (net 32x32), the networks of crates/genmodels-gan/src/stylegan.rs ----
+# Same layers, widths, initialisation scales and step as ours: mapping 8 x 128 (lr mul 0.01),
+# modulated/demodulated 3x3 convolutions as one grouped convolution, noise, skip to-RGB,
+# residual D with minibatch std, non-saturating loss, style mixing at 0.9, Adam (0, 0.99) with
+# the lazy-R1 rescaling of the D's lr and betas. The benchmarked step is one without R1 (15 of
+# every 16 steps).
+SQRT2 = math.sqrt(2.0)
+
+
+def lrelu(x):
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class EqLinear(nn.Module):
+    def __init__(self, i, o, lr_mul=1.0, bias_init=0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(o, i) / lr_mul)
+        self.bias = nn.Parameter(torch.full((o,), bias_init / lr_mul))
+        self.w_scale, self.lr_mul = lr_mul / math.sqrt(i), lr_mul
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.w_scale, self.bias * self.lr_mul)
+
+
+class ModConv(nn.Module):
+    def __init__(self, i, o, k, w_dim, demod):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(o, i, k, k))
+        self.affine = EqLinear(w_dim, i, 1.0, 1.0)
+        self.demod, self.k = demod, k
+
+    def forward(self, x, w):
+        n, i, h, wd = x.shape
+        o = self.weight.shape[0]
+        s = self.affine(w)
+        wt = self.weight.unsqueeze(0) * (1.0 / math.sqrt(i * self.k * self.k)) * s.view(n, 1, i, 1, 1)
+        if self.demod:
+            wt = wt * (wt.square().sum([2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+        y = F.conv2d(x.reshape(1, n * i, h, wd), wt.reshape(n * o, i, self.k, self.k),
+                     padding=self.k // 2, groups=n)
+        return y.reshape(n, o, h, wd)
+
+
+class StyleLayer(nn.Module):
+    def __init__(self, i, o, w_dim, up):
+        super().__init__()
+        self.conv = ModConv(i, o, 3, w_dim, True)
+        self.noise_strength = nn.Parameter(torch.zeros(1))
+        self.bias = nn.Parameter(torch.zeros(o))
+        self.up = up
+
+    def forward(self, x, w):
+        if self.up:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        y = self.conv(x, w)
+        noise = torch.randn(y.shape[0], 1, y.shape[2], y.shape[3])
+        return lrelu(y + noise * self.noise_strength + self.bias.view(1, -1, 1, 1))
+
+
+class ToRgb(nn.Module):
+    def __init__(self, i, c, w_dim):
+        super().__init__()
+        self.conv = ModConv(i, c, 1, w_dim, False)
+        self.bias = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x, w):
+        return self.conv(x, w) + self.bias.view(1, -1, 1, 1)
+
+
+def sg_fmaps(stage, fmax=64, fmin=16):
+    return max(fmax >> max(stage - 1, 0), fmin)
+
+
+class SgGenerator(nn.Module):
+    def __init__(self, k=3, z_dim=128, w_dim=128, channels=1):
+        super().__init__()
+        self.mapping = nn.ModuleList(
+            [EqLinear(z_dim if i == 0 else w_dim, w_dim, 0.01, 0.0) for i in range(8)])
+        f0 = sg_fmaps(0)
+        self.const = nn.Parameter(torch.randn(1, f0, 4, 4))
+        layers, rgb = [StyleLayer(f0, f0, w_dim, False)], [ToRgb(f0, channels, w_dim)]
+        for s in range(1, k + 1):
+            i, o = sg_fmaps(s - 1), sg_fmaps(s)
+            layers += [StyleLayer(i, o, w_dim, True), StyleLayer(o, o, w_dim, False)]
+            rgb.append(ToRgb(o, channels, w_dim))
+        self.layers, self.to_rgb = nn.ModuleList(layers), nn.ModuleList(rgb)
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+        self.num_ws = 2 * k + 2
+
+    def map(self, z):
+        x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+        for l in self.mapping:
+            x = lrelu(l(x))
+        return x
+
+    def synthesis(self, ws):
+        x = self.const.expand(ws.shape[0], -1, -1, -1)
+        img, wi, li = None, 0, 0
+        for r, rgb in enumerate(self.to_rgb):
+            for _ in range(1 if r == 0 else 2):
+                x = self.layers[li](x, ws[:, wi])
+                li, wi = li + 1, wi + 1
+            y = rgb(x, ws[:, wi])
+            img = y if img is None else F.interpolate(
+                img, scale_factor=2, mode="bilinear", align_corners=False) + y
+        return img
+
+
+def eq_conv(x, conv):
+    fan_in = conv.weight[0].numel()
+    return F.conv2d(x, conv.weight / math.sqrt(fan_in), conv.bias, padding=conv.weight.shape[2] // 2)
+
+
+def eq_lin(x, lin):
+    return F.linear(x, lin.weight / math.sqrt(lin.weight.shape[1]), lin.bias)
+
+
+def minibatch_std(x, group=4):
+    n, c, h, w = x.shape
+    g = max(min(group, n), 1)
+    y = x.view(g, -1, c, h, w)
+    y = (y - y.mean(0, keepdim=True)).square().mean(0)
+    y = (y + 1e-8).sqrt().mean([1, 2, 3], keepdim=True).repeat(g, 1, h, w)
+    return torch.cat([x, y], 1)
+
+
+def randn_conv(i, o, k, bias):
+    c = nn.Conv2d(i, o, k, padding=k // 2, bias=bias)
+    nn.init.normal_(c.weight)
+    if bias:
+        nn.init.zeros_(c.bias)
+    return c
+
+
+def randn_lin(i, o):
+    l = nn.Linear(i, o)
+    nn.init.normal_(l.weight)
+    nn.init.zeros_(l.bias)
+    return l
+
+
+class SgDiscriminator(nn.Module):
+    def __init__(self, k=3, channels=1):
+        super().__init__()
+        self.from_rgb = randn_conv(channels, sg_fmaps(k), 1, True)
+        self.blocks = nn.ModuleList([nn.ModuleList([
+            randn_conv(sg_fmaps(s), sg_fmaps(s), 3, True),
+            randn_conv(sg_fmaps(s), sg_fmaps(s - 1), 3, True),
+            randn_conv(sg_fmaps(s), sg_fmaps(s - 1), 1, False)]) for s in range(k, 0, -1)])
+        f0 = sg_fmaps(0)
+        self.conv_last = randn_conv(f0 + 1, f0, 3, True)
+        self.fc, self.out = randn_lin(f0 * 16, f0), randn_lin(f0, 1)
+
+    def forward(self, x):
+        h = lrelu(eq_conv(x, self.from_rgb))
+        for c1, c2, skip in self.blocks:
+            y = F.avg_pool2d(lrelu(eq_conv(lrelu(eq_conv(h, c1)), c2)), 2)
+            h = (y + eq_conv(F.avg_pool2d(h, 2), skip)) / SQRT2
+        h = lrelu(eq_conv(minibatch_std(h, 4), self.conv_last))
+        h = lrelu(eq_lin(h.flatten(1), self.fc))
+        return eq_lin(h, self.out).squeeze(1)
+
+
+def stylegan2(batch=32):
+    G, D = SgGenerator(), SgDiscriminator()
+    c = 16 / 17
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3 * c, betas=(0.0 ** c, 0.99 ** c))
+    x = torch.rand(batch, 1, 28, 28) * 2 - 1
+    real = F.pad(x + 1.0, (2, 2, 2, 2)) - 1.0
+
+    def styles(n):
+        ws = G.map(torch.randn(n, 128)).unsqueeze(1).repeat(1, G.num_ws, 1)
+        if torch.rand(()).item() < 0.9:
+            cut = 1 + int(torch.rand(()).item() * (G.num_ws - 1))
+            other = G.map(torch.randn(n, 128)).unsqueeze(1).repeat(1, G.num_ws, 1)
+            layer = torch.arange(G.num_ws).view(1, -1, 1)
+            ws = torch.where(layer < cut, ws, other)
+        return ws
+
+    def step():
+        with torch.no_grad():
+            fake = G.synthesis(styles(batch))
+        d_real, d_fake = D(real), D(fake)
+        d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_loss = F.softplus(-D(G.synthesis(styles(batch)))).mean()
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        with torch.no_grad():
+            w = G.map(torch.randn(batch, 128)).mean(0)
+            G.w_avg.copy_(G.w_avg + (w - G.w_avg) * (1.0 - 0.995))
         return d_loss.item(), g_loss.item()
     return step
 
@@ -133,6 +332,8 @@ def main():
     torch.manual_seed(0)
     if what == "dcgan_step":
         out = {"pytorch dcgan step": median_time(dcgan(), repeats)}
+    elif what == "stylegan2_step":
+        out = {"pytorch stylegan2 step": median_time(stylegan2(), repeats)}
     elif what == "gpt_step":
         out = {"pytorch nanoGPT step": median_time(gpt_step(), repeats)}
     elif what == "gpt_generate":

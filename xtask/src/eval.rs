@@ -39,6 +39,8 @@ struct Recipe {
     steps: u64,
     /// Share of the budget (the 2-D mixtures need a fraction of an image model's time).
     share: f64,
+    /// A tiny model (MLP on 2-D points): one libtorch thread is faster than several.
+    small: bool,
     /// Part of the default set (one reference per family, plus the mode-collapse pair).
     default: bool,
     /// Extra `genmodels train` arguments, separated by spaces.
@@ -56,6 +58,7 @@ const RECIPES: &[Recipe] = &[
         batch: 64,
         steps: 6000,
         share: 1.0,
+        small: false,
         default: true,
         args: "--sample-every 1000 --checkpoint-every 200",
         about: "DCGAN (Radford et al. 2015), paper defaults, on Fashion-MNIST",
@@ -68,7 +71,8 @@ const RECIPES: &[Recipe] = &[
         data: "grid25",
         batch: 256,
         steps: 10000,
-        share: 0.25,
+        share: 0.5,
+        small: true,
         default: true,
         args: "--sample-every 5000 --checkpoint-every 1000 --seed 1",
         about: "plain MLP GAN (non-saturating) on the 25-Gaussian grid: the mode-collapse baseline",
@@ -81,7 +85,8 @@ const RECIPES: &[Recipe] = &[
         data: "grid25",
         batch: 256,
         steps: 10000,
-        share: 0.25,
+        share: 0.5,
+        small: true,
         default: true,
         args: "--sample-every 5000 --checkpoint-every 1000 --seed 1 --set loss=wasserstein --set gp_lambda=0.1 --set n_critic=5 --set lr=1e-4 --set beta2=0.9",
         about: "the same MLP GAN as a WGAN-GP critic on the 25-Gaussian grid: the mode-collapse fix",
@@ -95,6 +100,7 @@ const RECIPES: &[Recipe] = &[
         batch: 12,
         steps: 2000,
         share: 1.0,
+        small: false,
         default: true,
         args: "--lr-schedule cosine:100:2000:0.1 --grad-clip 1 --eval-every 250 --checkpoint-every 100 --sample-every 1000",
         about: "character-level GPT in nanoGPT's CPU configuration (4 layers, 4 heads, 128 wide) on Moby-Dick",
@@ -108,6 +114,7 @@ const RECIPES: &[Recipe] = &[
         batch: 64,
         steps: 2000,
         share: 1.0,
+        small: false,
         default: false,
         args: "--sample-every 500 --checkpoint-every 100 --log-every 25",
         about: "WGAN-GP (Gulrajani et al. 2017): DCGAN generator, critic without batch norm, GP 10, 5 critic steps",
@@ -121,6 +128,7 @@ const RECIPES: &[Recipe] = &[
         batch: 64,
         steps: 1500,
         share: 1.0,
+        small: false,
         default: false,
         args: "--ema 0.99 --sample-every 500 --sample-count 100 --checkpoint-every 100",
         about: "BigGAN-style class-conditional GAN (CBN, projection D, spectral norm, self-attention, hinge)",
@@ -134,6 +142,7 @@ const RECIPES: &[Recipe] = &[
         batch: 32,
         steps: 2800,
         share: 1.0,
+        small: false,
         default: false,
         args: "--set phase_steps=400 --sample-every 400 --checkpoint-every 100",
         about: "Progressive GAN growing 4x4 -> 32x32 with fade-in, equalised lr, pixel norm, minibatch std",
@@ -147,6 +156,7 @@ const RECIPES: &[Recipe] = &[
         batch: 32,
         steps: 1000,
         share: 1.0,
+        small: false,
         default: false,
         args: "--set fmap_max=64 --set fmap_min=16 --ema 0.99 --sample-every 500 --checkpoint-every 100",
         about: "StyleGAN2: mapping network, modulated convolutions, noise, style mixing, lazy R1",
@@ -160,6 +170,7 @@ const RECIPES: &[Recipe] = &[
         batch: 32,
         steps: 800,
         share: 1.0,
+        small: false,
         default: false,
         args: "--set ngf=16 --set ndf=16 --sample-every 400 --sample-count 36 --checkpoint-every 100",
         about: "CycleGAN sneaker (7) <-> ankle boot (9): ResNet generators, PatchGAN, LSGAN, cycle 10",
@@ -173,6 +184,7 @@ const RECIPES: &[Recipe] = &[
         batch: 64,
         steps: 5000,
         share: 1.0,
+        small: false,
         default: false,
         args: "--lr-schedule cosine:100:5000:0.1 --grad-clip 1 --eval-every 250 --eval-batches 5 --checkpoint-every 50 --sample-every 1000",
         about: "character-level GPT in nanoGPT's shakespeare_char configuration (6x6x384) on Moby-Dick",
@@ -417,7 +429,7 @@ pub fn eval(opts: Opts) -> Result<()> {
     let t0 = Instant::now();
     let recipes = select(&opts)?;
     let quick = opts.quick;
-    let budget_min = opts.budget_min.unwrap_or(if quick { 2.5 } else { 15.0 });
+    let budget_min = opts.budget_min.unwrap_or(if quick { 3.0 } else { 15.0 });
     if !(budget_min.is_finite() && budget_min >= 0.0) {
         bail!("--budget takes minutes of training per model, e.g. --budget 10 (got {budget_min})");
     }
@@ -610,7 +622,7 @@ fn write_report(
 static STARTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Trains or resumes the recipe's run within its budget; fills steps and time.
-fn train(ctx: &Ctx, r: &Recipe, run: &Path, m: &mut ModelReport) -> Result<()> {
+fn train(ctx: &Ctx, g: &Genmodels, r: &Recipe, run: &Path, m: &mut ModelReport) -> Result<()> {
     let budget = (ctx.budget_s * r.share).max(1.0);
     match run_state(run) {
         Some((step, planned, _)) if step >= planned => {
@@ -621,7 +633,7 @@ fn train(ctx: &Ctx, r: &Recipe, run: &Path, m: &mut ModelReport) -> Result<()> {
         }
         Some((step, _, _)) => {
             m.resumed_from = Some(step);
-            ctx.g.run(
+            g.run(
                 &[
                     s(&["resume"]),
                     vec![p(run), "--time-budget".into(), format!("{budget:.0}s")],
@@ -631,7 +643,7 @@ fn train(ctx: &Ctx, r: &Recipe, run: &Path, m: &mut ModelReport) -> Result<()> {
             )?;
         }
         None => {
-            ctx.g.run(
+            g.run(
                 &[
                     s(&["train", r.model, "--data", r.data, "--out"]),
                     vec![
@@ -661,10 +673,15 @@ fn train(ctx: &Ctx, r: &Recipe, run: &Path, m: &mut ModelReport) -> Result<()> {
 
 fn measure(ctx: &Ctx, r: &Recipe, m: &mut ModelReport) -> Result<()> {
     let run = ctx.out.join("runs").join(r.id);
-    train(ctx, r, &run, m)?;
+    let local = Genmodels {
+        bin: ctx.g.bin.clone(),
+        threads: ctx.g.threads.or(if r.small { Some(1) } else { None }),
+        device: ctx.g.device.clone(),
+    };
+    let g = &local;
+    train(ctx, g, r, &run, m)?;
     let ev = run.join("eval");
     std::fs::create_dir_all(&ev)?;
-    let g = ctx.g;
     let img = |name: &str| ctx.img.join(format!("{}-{name}", r.id));
     let rel = |name: &str| format!("img/{}-{name}", r.id);
     match r.kind {

@@ -34,7 +34,7 @@ enum Cmd {
     /// sample, measure, and write target/eval/report.html, report.md and results.json.
     /// With --metrics-only: every metric between two image sets.
     Eval {
-        /// About 15 minutes on 2 cores: 2.5-minute budgets, 2000 samples, no Inception pass.
+        /// About 12 minutes on 2 cores: 3-minute budgets, 2000 samples, no Inception pass.
         #[arg(long)]
         quick: bool,
         /// Only these families (gan, transformer); repeatable.
@@ -53,7 +53,7 @@ enum Cmd {
         /// cpu, cuda, cuda:N or auto (default: $GENMODELS_DEVICE, else auto).
         #[arg(long)]
         device: Option<String>,
-        /// Training minutes per reference model (default 15; 2.5 with --quick); runs resume.
+        /// Training minutes per reference model (default 15; 3 with --quick); runs resume.
         #[arg(long)]
         budget: Option<f64>,
         /// Report folder (default target/eval); run folders go in OUT/runs.

@@ -125,6 +125,7 @@ pub fn line_chart(
     chart
         .configure_mesh()
         .x_desc(x_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style((FONT, 13))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
@@ -188,6 +189,8 @@ pub fn scatter(
         .map_err(err("scatter axes"))?;
     chart
         .configure_mesh()
+        .x_label_formatter(&|x| format!("{x:.1}"))
+        .y_label_formatter(&|y| format!("{y:.1}"))
         .label_style((FONT, 12))
         .light_line_style(RGBColor(240, 240, 240))
         .draw()

@@ -15,6 +15,7 @@ mod error;
 pub mod image_io;
 pub mod losses;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod samplers;

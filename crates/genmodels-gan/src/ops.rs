@@ -2,10 +2,10 @@
 
 use tch::Tensor;
 
-/// Leaky ReLU with any slope as one PReLU kernel forward and backward (tch's `leaky_relu` has
-/// no slope argument, and `max(x, slope * x)` costs two passes each way).
+/// Leaky ReLU with any slope: ATen's kernel forward and backward
+/// ([`genmodels_core::ops::leaky_relu`]).
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
-    x.prelu(&Tensor::from_slice(&[slope as f32]).to_device(x.device()))
+    genmodels_core::ops::leaky_relu(x, slope)
 }
 
 /// Pads `[N, C, H, W]` images in [-1, 1] to `side` x `side` with the background value -1

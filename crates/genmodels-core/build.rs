@@ -1,0 +1,38 @@
+//! Compiles csrc/ops.cpp (ATen operators that tch does not expose with all their arguments)
+//! against the libtorch headers that torch-sys uses. Without the headers (e.g. a libtorch found
+//! through LIBTORCH_USE_PYTORCH), the crate falls back to pure-tch versions of the same
+//! operators, which give the same numbers more slowly.
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(genmodels_native_ops)");
+    println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let Some(root) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
+        println!("cargo:warning=LIBTORCH is not set: genmodels-core builds without its native ops (slower leaky ReLU)");
+        return;
+    };
+    let inc = root.join("include");
+    if !inc.join("ATen").join("ops").join("leaky_relu.h").exists() {
+        println!(
+            "cargo:warning=no ATen headers under {}: genmodels-core builds without its native ops (slower leaky ReLU)",
+            inc.display()
+        );
+        return;
+    }
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/ops.cpp")
+        .include(&inc)
+        .include(inc.join("torch").join("csrc").join("api").join("include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false)
+        .opt_level(2)
+        .compile("genmodels_ops");
+    println!("cargo:rustc-cfg=genmodels_native_ops");
+}

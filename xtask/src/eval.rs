@@ -207,6 +207,8 @@ pub struct Opts {
     pub out: Option<PathBuf>,
     pub threads: Option<usize>,
     pub release: bool,
+    /// Measure the run folders as they stand; train nothing.
+    pub no_train: bool,
     pub command_line: String,
 }
 
@@ -423,6 +425,7 @@ struct Ctx<'a> {
     inception_samples: usize,
     classifier: Option<PathBuf>,
     budget_s: f64,
+    no_train: bool,
 }
 
 pub fn eval(opts: Opts) -> Result<()> {
@@ -535,6 +538,7 @@ pub fn eval(opts: Opts) -> Result<()> {
         inception_samples,
         classifier,
         budget_s: budget_min * 60.0,
+        no_train: opts.no_train,
     };
     let mut models = Vec::new();
     for r in &recipes {
@@ -625,6 +629,18 @@ static STARTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 fn train(ctx: &Ctx, g: &Genmodels, r: &Recipe, run: &Path, m: &mut ModelReport) -> Result<()> {
     let budget = (ctx.budget_s * r.share).max(1.0);
     match run_state(run) {
+        None if ctx.no_train => {
+            bail!(
+                "--no-train, but {} holds no run to measure; drop --no-train to train it",
+                run.display()
+            );
+        }
+        Some((step, planned, _)) if ctx.no_train => {
+            println!(
+                "{}: measuring the run as it stands (step {step} of {planned}; --no-train)",
+                run.display()
+            );
+        }
         Some((step, planned, _)) if step >= planned => {
             println!(
                 "{} is already at step {step} of {planned}: nothing to train",
@@ -1037,6 +1053,7 @@ mod tests {
             out: None,
             threads: None,
             release: false,
+            no_train: false,
             command_line: String::new(),
         }
     }

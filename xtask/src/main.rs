@@ -65,6 +65,9 @@ enum Cmd {
         /// Build genmodels in the release profile.
         #[arg(long)]
         release: bool,
+        /// Measure the existing run folders as they stand; train nothing.
+        #[arg(long)]
+        no_train: bool,
         /// Only compute metrics between --real and --fake (no training, no report).
         #[arg(long)]
         metrics_only: bool,
@@ -434,6 +437,7 @@ fn main() {
             out,
             threads,
             release,
+            no_train,
             ..
         } => eval::eval(eval::Opts {
             quick,
@@ -446,6 +450,7 @@ fn main() {
             out,
             threads,
             release,
+            no_train,
             command_line: std::iter::once("cargo xtask".to_string())
                 .chain(std::env::args().skip(1))
                 .collect::<Vec<_>>()

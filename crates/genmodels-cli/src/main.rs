@@ -605,7 +605,9 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
 
 fn metrics(a: MetricsArgs) -> Result<()> {
     use genmodels_metrics::inception::{FeatureExtractor, FidInception};
-    use genmodels_metrics::report::{compare, dataset_features, dataset_hash, tensor_features};
+    use genmodels_metrics::report::{
+        compare, dataset_features, features_cache_key, tensor_features,
+    };
     if a.n < 2 || a.batch_size == 0 {
         bail!("-n must be at least 2 and --batch-size at least 1");
     }
@@ -614,29 +616,31 @@ fn metrics(a: MetricsArgs) -> Result<()> {
         return mode_metrics(&a, mixture, device);
     }
     let resize = genmodels_metrics::resize::Resize::parse(&a.resize)?;
-    let net: Box<dyn FeatureExtractor> = match a.features.as_str() {
-        "inception" => Box::new(FidInception::load(
-            &FidInception::default_path(),
-            resize,
-            device,
-        )?),
+    let (net, weights): (Box<dyn FeatureExtractor>, PathBuf) = match a.features.as_str() {
+        "inception" => {
+            let p = FidInception::default_path();
+            (Box::new(FidInception::load(&p, resize, device)?), p)
+        }
         "classifier" => {
             let Some(cp) = &a.classifier else {
                 bail!(
                     "--features classifier needs --classifier FILE (from `genmodels classifier`)"
                 );
             };
-            Box::new(genmodels_metrics::classifier::DomainClassifier::load(
-                cp, device,
-            )?)
+            (
+                Box::new(genmodels_metrics::classifier::DomainClassifier::load(
+                    cp, device,
+                )?),
+                cp.clone(),
+            )
         }
         other => bail!("unknown --features `{other}`: expected inception or classifier"),
     };
     let net = net.as_ref();
     let real = DataSpec::parse(&a.real)?.dataset()?;
     let n_real = a.n.min(real.len());
-    // Real features: cached by a hash of the images and the network.
-    let key = dataset_hash(real.as_ref(), n_real, &net.name())?;
+    // Real features: cached by a hash of the images, the network and its weights.
+    let key = features_cache_key(real.as_ref(), n_real, &net.name(), &weights)?;
     let cache = a.cache.join(format!("{key}.safetensors"));
     let real_feats = match tch::Tensor::read_safetensors(&cache) {
         Ok(mut v) if v.len() == 1 => v.remove(0).1,

@@ -119,11 +119,50 @@ pub fn compare(real: &Tensor, fake: &Tensor, feature_network: &str) -> Result<Me
 /// A content hash of the first `limit` examples of a dataset (their decoded values) plus a tag
 /// naming the feature network, for caching real-set features.
 pub fn dataset_hash(ds: &dyn Dataset, limit: usize, tag: &str) -> Result<String> {
+    dataset_hash_with(ds, limit, tag, None)
+}
+
+/// The cache key of a real set's features: the images, the network's name and the bytes of the
+/// network's weights file. Two networks of the same kind with different weights (say, two
+/// domain classifiers) must never share cached features.
+pub fn features_cache_key(
+    ds: &dyn Dataset,
+    limit: usize,
+    net_name: &str,
+    weights: &std::path::Path,
+) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(weights).map_err(|e| genmodels_core::Error::io(weights, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| genmodels_core::Error::io(weights, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    dataset_hash_with(ds, limit, net_name, Some(&h.finalize()))
+}
+
+fn dataset_hash_with(
+    ds: &dyn Dataset,
+    limit: usize,
+    tag: &str,
+    weights_digest: Option<&[u8]>,
+) -> Result<String> {
     use sha2::{Digest, Sha256};
     let per: usize = ds.example_shape().iter().product::<i64>() as usize;
     let mut buf = vec![0f32; per];
     let mut h = Sha256::new();
     h.update(tag.as_bytes());
+    if let Some(d) = weights_digest {
+        h.update(b"|weights:");
+        h.update(d);
+    }
     for i in 0..limit.min(ds.len()) {
         ds.get(i, &mut buf)?;
         for v in &buf {
@@ -131,4 +170,37 @@ pub fn dataset_hash(ds: &dyn Dataset, limit: usize, tag: &str) -> Result<String>
         }
     }
     Ok(format!("{:x}", h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genmodels_core::data::{Mixture2d, MixtureKind};
+
+    #[test]
+    fn the_feature_cache_key_changes_with_the_weights_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
+        std::fs::write(&a, b"weights one").unwrap();
+        std::fs::write(&b, b"weights two").unwrap();
+        let ds = Mixture2d::new(MixtureKind::Ring8, 64, 0).unwrap();
+        let ka = features_cache_key(&ds, 64, "domain classifier", &a).unwrap();
+        let kb = features_cache_key(&ds, 64, "domain classifier", &b).unwrap();
+        assert_ne!(
+            ka, kb,
+            "same network name, different weights: different keys"
+        );
+        assert_eq!(
+            ka,
+            features_cache_key(&ds, 64, "domain classifier", &a).unwrap()
+        );
+        assert_ne!(
+            ka,
+            features_cache_key(&ds, 32, "domain classifier", &a).unwrap()
+        );
+        assert!(features_cache_key(&ds, 64, "x", &dir.path().join("missing")).is_err());
+    }
 }

@@ -11,10 +11,14 @@
 //! - batch-1 generation of 200 tokens with the KV cache (4 x 4 x 128, context 256, sampling at
 //!   temperature 1) vs `transformers`' `generate` on the same GPT-2 shape.
 //!
+//! Each workload alternates between ours and Python for `rounds()` rounds (3; 2 with
+//! `GENMODELS_BENCH_QUICK`; `GENMODELS_BENCH_ROUNDS` to choose) and reports the medians, so both
+//! sides meet the same load on a shared machine.
+//!
 //! `cargo bench -p genmodels-benches --bench models`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use genmodels_benches::{median_secs, python, report};
+use genmodels_benches::{python, report, rounds, side_by_side};
 use genmodels_core::data::Batch;
 use genmodels_core::model::Model;
 use genmodels_core::optim::StepCtx;
@@ -33,14 +37,15 @@ fn dcgan_step(c: &mut Criterion) {
     let x = Tensor::rand([64, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let batch = Batch { x, y: None };
     let ctx = StepCtx::default();
-    let ours = median_secs(10, || {
-        m.train_step(&batch, &ctx).expect("step");
-    });
-    report(
-        "DCGAN training step, batch 64, 28x28",
-        ours,
-        &python("models_bench.py", "dcgan_step", 10, &[], &[]),
+    let (ours, theirs) = side_by_side(
+        rounds(),
+        10,
+        || {
+            m.train_step(&batch, &ctx).expect("step");
+        },
+        || python("models_bench.py", "dcgan_step", 10, &[], &[]),
     );
+    report("DCGAN training step, batch 64, 28x28", ours, &theirs);
     let mut g = c.benchmark_group("dcgan");
     g.sample_size(10);
     g.bench_function("train_step_b64", |b| {
@@ -64,13 +69,18 @@ fn stylegan2_step(c: &mut Criterion) {
         step: 1,
         ..Default::default()
     };
-    let ours = median_secs(10, || {
-        m.train_step(&batch, &ctx).expect("step");
-    });
+    let (ours, theirs) = side_by_side(
+        rounds(),
+        10,
+        || {
+            m.train_step(&batch, &ctx).expect("step");
+        },
+        || python("models_bench.py", "stylegan2_step", 10, &[], &[]),
+    );
     report(
         "StyleGAN2 training step, batch 32, 28x28 (fmap 64/16, no R1 this step)",
         ours,
-        &python("models_bench.py", "stylegan2_step", 10, &[], &[]),
+        &theirs,
     );
     let mut g = c.benchmark_group("stylegan2");
     g.sample_size(10);
@@ -94,13 +104,18 @@ fn gpt_step(c: &mut Criterion) {
         grad_clip: Some(1.0),
         ..Default::default()
     };
-    let ours = median_secs(20, || {
-        m.train_step(&batch, &ctx).expect("step");
-    });
+    let (ours, theirs) = side_by_side(
+        rounds(),
+        20,
+        || {
+            m.train_step(&batch, &ctx).expect("step");
+        },
+        || python("models_bench.py", "gpt_step", 20, &[], &[]),
+    );
     report(
         "GPT training step, nanoGPT CPU config (4x4x128, block 64, batch 12)",
         ours,
-        &python("models_bench.py", "gpt_step", 20, &[], &[]),
+        &theirs,
     );
     let mut g = c.benchmark_group("gpt");
     g.sample_size(20);
@@ -131,11 +146,13 @@ fn gpt_generate(c: &mut Criterion) {
     let run = || {
         generate(&m.gpt, &prompt, &gen, |_, _| false).expect("generate");
     };
-    let ours = median_secs(5, run);
+    let (ours, theirs) = side_by_side(rounds(), 5, run, || {
+        python("models_bench.py", "gpt_generate", 5, &[], &[])
+    });
     report(
         "GPT generation, batch 1, 200 new tokens with KV cache (4x4x128); time ratio = tokens/s ratio",
         ours,
-        &python("models_bench.py", "gpt_generate", 5, &[], &[]),
+        &theirs,
     );
     let mut g = c.benchmark_group("gpt");
     g.sample_size(10);

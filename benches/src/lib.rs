@@ -85,3 +85,48 @@ pub fn report(name: &str, ours: f64, theirs: &[(String, f64)]) {
         println!("   {k}: {v:.4} s  ->  ours is {:.2}x faster", v / ours);
     }
 }
+
+/// Rounds of [`side_by_side`]: `$GENMODELS_BENCH_ROUNDS`, else 2 with `GENMODELS_BENCH_QUICK`
+/// and 3 otherwise.
+pub fn rounds() -> usize {
+    std::env::var("GENMODELS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(if std::env::var_os("GENMODELS_BENCH_QUICK").is_some() {
+            2
+        } else {
+            3
+        })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Alternates `rounds` times between timing ours (median of `repeats` calls) and running the
+/// Python counterpart, so both sides see the same machine weather; returns the median over
+/// rounds of each side (and of each Python entry by name).
+pub fn side_by_side(
+    rounds: usize,
+    repeats: usize,
+    mut ours: impl FnMut(),
+    mut theirs: impl FnMut() -> Vec<(String, f64)>,
+) -> (f64, Vec<(String, f64)>) {
+    let mut ours_t = Vec::new();
+    let mut theirs_t: Vec<(String, Vec<f64>)> = Vec::new();
+    for _ in 0..rounds.max(1) {
+        ours_t.push(median_secs(repeats, &mut ours));
+        for (k, v) in theirs() {
+            match theirs_t.iter_mut().find(|(n, _)| *n == k) {
+                Some((_, vs)) => vs.push(v),
+                None => theirs_t.push((k, vec![v])),
+            }
+        }
+    }
+    (
+        median(ours_t),
+        theirs_t.into_iter().map(|(k, v)| (k, median(v))).collect(),
+    )
+}

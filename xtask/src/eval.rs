@@ -296,6 +296,8 @@ impl Genmodels {
             })
             .collect::<Vec<_>>()
             .join(" ");
+        // Paths inside the workspace are shown relative to it, as a user would type them.
+        let text = text.replace(&format!("{}/", crate::root().display()), "");
         (c, text)
     }
 
@@ -610,7 +612,8 @@ fn write_report(
         started_utc: STARTED.get_or_init(utc_now).clone(),
         wall_s: t0.elapsed().as_secs_f64(),
         quick: ctx.quick,
-        budget_s: ctx.budget_s,
+        budget_s: if ctx.no_train { 0.0 } else { ctx.budget_s },
+        trained: !ctx.no_train,
         device: opts.device.clone().unwrap_or_else(|| "auto".into()),
         threads: opts
             .threads

@@ -49,8 +49,10 @@ pub struct Report {
     pub started_utc: String,
     pub wall_s: f64,
     pub quick: bool,
-    /// Training budget per reference model, seconds.
+    /// Training budget per reference model, seconds (0 with `--no-train`).
     pub budget_s: f64,
+    /// False with `--no-train`: the runs were measured as they stood.
+    pub trained: bool,
     pub device: String,
     pub threads: String,
     pub machine: String,
@@ -63,6 +65,19 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// Escapes `s` for HTML and turns `code` spans (markdown backticks) into <code> elements.
+fn esc_inline(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in esc(s).split('`').enumerate() {
+        if i % 2 == 1 {
+            out += &format!("<code>{part}</code>");
+        } else {
+            out += part;
+        }
+    }
+    out
 }
 
 fn secs(s: f64) -> String {
@@ -108,13 +123,20 @@ impl Report {
     }
 
     fn header_line(&self) -> String {
+        let training = if self.trained {
+            format!(
+                "training budget {} per reference model{}",
+                secs(self.budget_s),
+                if self.quick { " (quick)" } else { "" }
+            )
+        } else {
+            "no training (runs measured as they stood)".to_string()
+        };
         format!(
-            "`{}` · started {} · {} wall · training budget {} per reference model{} · device {} · threads {} · {}",
+            "`{}` · started {} · {} wall · {training} · device {} · threads {} · {}",
             self.command,
             self.started_utc,
             secs(self.wall_s),
-            secs(self.budget_s),
-            if self.quick { " (quick)" } else { "" },
             self.device,
             self.threads,
             self.machine
@@ -185,7 +207,7 @@ pre.text { background: #f8f8f8; padding: 0.8rem; white-space: pre-wrap; max-widt
         );
         h += &format!(
             "<p class=\"meta\">{}</p>\n<p>Also here: <a href=\"report.md\">report.md</a>, <a href=\"results.json\">results.json</a>.</p>\n",
-            esc(&self.header_line())
+            esc_inline(&self.header_line())
         );
         h += "<table id=\"metrics\"><thead><tr><th>model</th><th>family</th><th>data</th><th>steps</th><th>training time</th><th>scores</th><th>feature network</th></tr></thead><tbody>\n";
         for m in &self.models {
@@ -206,7 +228,7 @@ pre.text { background: #f8f8f8; padding: 0.8rem; white-space: pre-wrap; max-widt
         }
         h += "</tbody></table>\n<p id=\"image-check\"></p>\n";
         for n in &self.notes {
-            h += &format!("<p>{}</p>\n", esc(n));
+            h += &format!("<p>{}</p>\n", esc_inline(n));
         }
         for m in &self.models {
             h += &format!(
@@ -426,6 +448,7 @@ mod tests {
             wall_s: 5.0,
             quick: true,
             budget_s: 60.0,
+            trained: true,
             device: "cpu".into(),
             threads: "2".into(),
             machine: "test".into(),
@@ -451,8 +474,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(j["models"].as_array().unwrap().len(), 3);
-        // HTML-escaped text
+        // HTML-escaped text, markdown code spans as <code>
         assert!(r.html().contains("a &lt;test&gt;"));
+        assert!(r.html().contains("<code>cargo xtask eval --quick</code>"));
+        assert_eq!(esc_inline("a `b<c>` d"), "a <code>b&lt;c&gt;</code> d");
     }
 
     #[test]

@@ -726,7 +726,7 @@ fn measure(ctx: &Ctx, r: &Recipe, m: &mut ModelReport) -> Result<()> {
                     (Kind::Translation, _) => {
                         "A -> B -> A (rows: sneaker, boot, sneaker back)".into()
                     }
-                    (_, "biggan") => "class x sample: row r is class r".into(),
+                    (_, "biggan") => "class x sample: column c is class c".into(),
                     _ => format!("samples at step {}", m.steps),
                 },
                 rel("samples.png"),

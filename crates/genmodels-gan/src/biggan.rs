@@ -694,13 +694,11 @@ impl Model for BigGan {
         ])
     }
 
-    /// Class-by-row grid: with `n` samples in a grid of ceil(sqrt(n)) columns, row r shows
-    /// class r mod num_classes.
+    /// Sample `i` has class `i mod num_classes`, so every draw is balanced over the classes,
+    /// however a caller splits it into batches (the metrics sample in batches of 50), and a
+    /// grid `num_classes` wide (`n = num_classes^2`) shows class c in column c.
     fn sample(&mut self, n: usize) -> Result<Samples> {
-        let cols = ((n as f64).sqrt().ceil() as i64).max(1);
-        let labels: Vec<i64> = (0..n as i64)
-            .map(|i| (i / cols) % self.cfg.num_classes)
-            .collect();
+        let labels = sample_labels(n, self.cfg.num_classes);
         let y = Tensor::from_slice(&labels).to_device(self.device);
         Ok(Samples::Images(self.generate(&y, self.cfg.truncation)?))
     }
@@ -755,9 +753,28 @@ pub fn entry() -> ModelEntry {
     }
 }
 
+/// Class of each of `n` samples: `i mod num_classes`.
+fn sample_labels(n: usize, num_classes: i64) -> Vec<i64> {
+    (0..n as i64).map(|i| i % num_classes.max(1)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_are_balanced_over_classes_in_any_batch() {
+        // A batch of 50 (the metrics' batch) holds every class 5 times; a 100-sample grid ten
+        // wide has class c in column c.
+        let l = sample_labels(50, 10);
+        for c in 0..10 {
+            assert_eq!(l.iter().filter(|&&x| x == c).count(), 5, "class {c}");
+        }
+        let g = sample_labels(100, 10);
+        assert!(g
+            .chunks(10)
+            .all(|row| row == (0..10).collect::<Vec<i64>>().as_slice()));
+    }
 
     fn tiny() -> BigGanConfig {
         BigGanConfig {

@@ -542,6 +542,8 @@ pub fn eval(opts: Opts) -> Result<()> {
         budget_s: budget_min * 60.0,
         no_train: opts.no_train,
     };
+    let started = utc_now();
+    let mut html = PathBuf::new();
     let mut models = Vec::new();
     for r in &recipes {
         stages.next(&format!("{}: {}", r.id, r.about));
@@ -560,9 +562,8 @@ pub fn eval(opts: Opts) -> Result<()> {
         }
         models.push(m);
         // A report after every model: a crash later loses nothing measured so far.
-        write_report(&opts, &ctx, &models, &notes, t0)?;
+        html = write_report(&opts, &ctx, &models, &notes, &started, t0)?;
     }
-    let html = write_report(&opts, &ctx, &models, &notes, t0)?;
     match report::check_in_browser(&html) {
         Ok(c) if c.images_broken == 0 && c.table_rows == models.len() => println!(
             "xtask eval: report checked in headless Chromium: {} images load, {} table rows",
@@ -602,6 +603,7 @@ fn write_report(
     ctx: &Ctx,
     models: &[ModelReport],
     notes: &[String],
+    started: &str,
     t0: Instant,
 ) -> Result<PathBuf> {
     let cores = std::thread::available_parallelism()
@@ -609,7 +611,7 @@ fn write_report(
         .unwrap_or(1);
     let r = Report {
         command: opts.command_line.clone(),
-        started_utc: STARTED.get_or_init(utc_now).clone(),
+        started_utc: started.to_string(),
         wall_s: t0.elapsed().as_secs_f64(),
         quick: ctx.quick,
         budget_s: if ctx.no_train { 0.0 } else { ctx.budget_s },
@@ -625,8 +627,6 @@ fn write_report(
     };
     r.write(&ctx.out)
 }
-
-static STARTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Trains or resumes the recipe's run within its budget; fills steps and time.
 fn train(ctx: &Ctx, g: &Genmodels, r: &Recipe, run: &Path, m: &mut ModelReport) -> Result<()> {

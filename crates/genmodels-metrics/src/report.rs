@@ -116,12 +116,6 @@ pub fn compare(real: &Tensor, fake: &Tensor, feature_network: &str) -> Result<Me
     })
 }
 
-/// A content hash of the first `limit` examples of a dataset (their decoded values) plus a tag
-/// naming the feature network, for caching real-set features.
-pub fn dataset_hash(ds: &dyn Dataset, limit: usize, tag: &str) -> Result<String> {
-    dataset_hash_with(ds, limit, tag, None)
-}
-
 /// The cache key of a real set's features: the images, the network's name and the bytes of the
 /// network's weights file. Two networks of the same kind with different weights (say, two
 /// domain classifiers) must never share cached features.
@@ -145,24 +139,22 @@ pub fn features_cache_key(
         }
         h.update(&buf[..n]);
     }
-    dataset_hash_with(ds, limit, net_name, Some(&h.finalize()))
+    dataset_hash_with(ds, limit, net_name, &h.finalize())
 }
 
 fn dataset_hash_with(
     ds: &dyn Dataset,
     limit: usize,
     tag: &str,
-    weights_digest: Option<&[u8]>,
+    weights_digest: &[u8],
 ) -> Result<String> {
     use sha2::{Digest, Sha256};
     let per: usize = ds.example_shape().iter().product::<i64>() as usize;
     let mut buf = vec![0f32; per];
     let mut h = Sha256::new();
     h.update(tag.as_bytes());
-    if let Some(d) = weights_digest {
-        h.update(b"|weights:");
-        h.update(d);
-    }
+    h.update(b"|weights:");
+    h.update(weights_digest);
     for i in 0..limit.min(ds.len()) {
         ds.get(i, &mut buf)?;
         for v in &buf {

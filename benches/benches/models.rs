@@ -1,11 +1,16 @@
 //! Model step benchmarks, each beside the same model in PyTorch from Python measured in the
 //! same run (benches/python/models_bench.py, same thread count):
 //!
-//! - one DCGAN training step at batch 64 on 28x28 (D then G, Adam 2e-4 / 0.5) vs the same
-//!   networks and step in PyTorch;
+//! - one DCGAN training step at batch 64 on 28x28 (D then G, Adam 2e-4 / 0.5) vs the PyTorch
+//!   DCGAN example's step on the same networks (the reference), and vs that step given the two
+//!   things ours does differently (Adam(fused=True), D frozen during the G update), to show
+//!   what is left once Python has them too;
 //! - one StyleGAN2 training step at batch 32 on 28x28 (the `stylegan2` entry with fmap 64 / 16,
 //!   as trained in docs/results.md; D then G with style mixing, a step without the lazy R1,
-//!   i.e. 15 of every 16) vs the same networks and step in PyTorch;
+//!   i.e. 15 of every 16) vs the same networks and step in PyTorch with D frozen during the G
+//!   update as both reference implementations do: with grouped modulated convolutions
+//!   (rosinality's; the reference), with StyleGAN2-ADA's unfused ones (ours), and unfused with
+//!   Adam(fused=True);
 //! - one GPT training step in nanoGPT's CPU configuration (4 x 4 x 128, context 64, batch 12,
 //!   AdamW, clipping at 1.0) vs a nanoGPT-style model and loop;
 //! - batch-1 generation of 200 tokens with the KV cache (4 x 4 x 128, context 256, sampling at

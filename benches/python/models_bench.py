@@ -28,7 +28,14 @@ def median_time(fn, repeats):
 
 
 # --- DCGAN at 28x28, the networks of crates/genmodels-gan/src/dcgan.rs ----------------------
-def dcgan():
+def set_trainable(net, on):
+    for p in net.parameters():
+        p.requires_grad_(on)
+
+
+def dcgan(fast=False):
+    """The PyTorch DCGAN example's step; `fast`: the same step with Adam(fused=True) and D's
+    parameters frozen during the G update (what genmodels does), for comparison."""
     G = nn.Sequential(
         nn.ConvTranspose2d(100, 128, 7, 1, 0, bias=False), nn.BatchNorm2d(128), nn.ReLU(True),
         nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(True),
@@ -37,8 +44,8 @@ def dcgan():
         nn.Conv2d(1, 64, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
         nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2, inplace=True),
         nn.Conv2d(128, 1, 7, 1, 0, bias=False))
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fast or None)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fast or None)
     x = torch.rand(64, 1, 28, 28) * 2 - 1
     ones, zeros = torch.ones(64), torch.zeros(64)
 
@@ -50,10 +57,14 @@ def dcgan():
             F.binary_cross_entropy_with_logits(D(fake.detach()).view(-1), zeros)
         d_loss.backward()
         opt_d.step()
+        if fast:
+            set_trainable(D, False)
         opt_g.zero_grad(set_to_none=True)
         g_loss = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
         g_loss.backward()
         opt_g.step()
+        if fast:
+            set_trainable(D, True)
         return d_loss.item(), g_loss.item()
     return step
 
@@ -65,6 +76,7 @@ def dcgan():
 # the lazy-R1 rescaling of the D's lr and betas. The benchmarked step is one without R1 (15 of
 # every 16 steps).
 SQRT2 = math.sqrt(2.0)
+FUSED_MODCONV = True  # one grouped convolution per layer (rosinality's default; ADA at inference)
 
 
 def lrelu(x):
@@ -93,7 +105,16 @@ class ModConv(nn.Module):
         n, i, h, wd = x.shape
         o = self.weight.shape[0]
         s = self.affine(w)
-        wt = self.weight.unsqueeze(0) * (1.0 / math.sqrt(i * self.k * self.k)) * s.view(n, 1, i, 1, 1)
+        gain = 1.0 / math.sqrt(i * self.k * self.k)
+        if not FUSED_MODCONV:
+            # StyleGAN2-ADA's training path (fused_modconv=False): scale the activations
+            # before and after one convolution with the shared weight.
+            wt = self.weight.unsqueeze(0) * gain * s.view(n, 1, i, 1, 1)
+            y = F.conv2d(x * s.view(n, i, 1, 1), self.weight * gain, padding=self.k // 2)
+            if self.demod:
+                y = y * (wt.square().sum([2, 3, 4]) + 1e-8).rsqrt().view(n, o, 1, 1)
+            return y
+        wt = self.weight.unsqueeze(0) * gain * s.view(n, 1, i, 1, 1)
         if self.demod:
             wt = wt * (wt.square().sum([2, 3, 4], keepdim=True) + 1e-8).rsqrt()
         y = F.conv2d(x.reshape(1, n * i, h, wd), wt.reshape(n * o, i, self.k, self.k),
@@ -221,11 +242,14 @@ class SgDiscriminator(nn.Module):
         return eq_lin(h, self.out).squeeze(1)
 
 
-def stylegan2(batch=32):
+def stylegan2(batch=32, fused_adam=False):
+    """D is frozen during the G update, as both reference implementations do (StyleGAN2-ADA's
+    `requires_grad_` per phase, rosinality's `requires_grad(discriminator, False)`)."""
     G, D = SgGenerator(), SgDiscriminator()
     c = 16 / 17
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3 * c, betas=(0.0 ** c, 0.99 ** c))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99), fused=fused_adam or None)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3 * c, betas=(0.0 ** c, 0.99 ** c),
+                             fused=fused_adam or None)
     x = torch.rand(batch, 1, 28, 28) * 2 - 1
     real = F.pad(x + 1.0, (2, 2, 2, 2)) - 1.0
 
@@ -246,10 +270,12 @@ def stylegan2(batch=32):
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
+        set_trainable(D, False)
         g_loss = F.softplus(-D(G.synthesis(styles(batch)))).mean()
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        set_trainable(D, True)
         with torch.no_grad():
             w = G.map(torch.randn(batch, 128)).mean(0)
             G.w_avg.copy_(G.w_avg + (w - G.w_avg) * (1.0 - 0.995))
@@ -330,10 +356,16 @@ def main():
     what, repeats, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    global FUSED_MODCONV
     if what == "dcgan_step":
-        out = {"pytorch dcgan step": median_time(dcgan(), repeats)}
+        out = {"pytorch dcgan step": median_time(dcgan(), repeats),
+               "same, Adam(fused=True) + D frozen in the G step": median_time(dcgan(True), repeats)}
     elif what == "stylegan2_step":
         out = {"pytorch stylegan2 step": median_time(stylegan2(), repeats)}
+        FUSED_MODCONV = False
+        out["same, ADA's unfused modulated conv"] = median_time(stylegan2(), repeats)
+        out["same, unfused modconv + Adam(fused=True)"] = median_time(stylegan2(fused_adam=True), repeats)
+        FUSED_MODCONV = True
     elif what == "gpt_step":
         out = {"pytorch nanoGPT step": median_time(gpt_step(), repeats)}
     elif what == "gpt_generate":

@@ -10,7 +10,27 @@ mod native {
 
     extern "C" {
         pub fn genmodels_leaky_relu(x: *mut c_void, slope: f64) -> *mut c_void;
+        pub fn genmodels_grad_reset(x: *mut c_void) -> bool;
+        #[allow(clippy::too_many_arguments)]
+        pub fn genmodels_fused_adam(
+            params: *const *mut c_void,
+            grads: *const *mut c_void,
+            exp_avgs: *const *mut c_void,
+            exp_avg_sqs: *const *mut c_void,
+            steps: *const *mut c_void,
+            n: i64,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+            decoupled: bool,
+        ) -> bool;
         pub fn genmodels_last_error() -> *const c_char;
+    }
+
+    pub fn ptrs(ts: &[&tch::Tensor]) -> Vec<*mut c_void> {
+        ts.iter().map(|t| t.as_ptr() as *mut c_void).collect()
     }
 
     pub fn last_error() -> String {
@@ -41,6 +61,95 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
     {
         // One PReLU kernel: same values, a slower backward (it also reduces a weight gradient).
         x.prelu(&Tensor::from_slice(&[slope as f32]).to_device(x.device()))
+    }
+}
+
+/// Clears the gradient of `x` (PyTorch's `zero_grad(set_to_none=True)`): the next backward pass
+/// stores its gradient instead of adding it to a zeroed buffer, and an optimiser skips a
+/// parameter that received none. Without the native ops the gradient is zeroed instead.
+pub fn clear_grad(x: &mut Tensor) {
+    #[cfg(genmodels_native_ops)]
+    {
+        // SAFETY: `x` is a live `at::Tensor`; the call only resets its gradient slot.
+        if !unsafe { native::genmodels_grad_reset(x.as_ptr() as *mut _) } {
+            panic!("clear_grad: {}", native::last_error());
+        }
+    }
+    #[cfg(not(genmodels_native_ops))]
+    x.zero_grad();
+}
+
+/// Adam's hyper-parameters as the fused kernel takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedAdamArgs {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub eps: f64,
+    /// AdamW's decoupled weight decay instead of L2 added to the gradient.
+    pub decoupled: bool,
+}
+
+/// One Adam (or AdamW) update of `params` with ATen's fused kernel (`_fused_adam_`, what
+/// `torch.optim.Adam(fused=True)` runs): moments, bias corrections and the parameter update in
+/// one pass per tensor. `steps[i]` is a float scalar tensor holding the step count including
+/// this update. All slices have the same length; parameters, gradients and moments share
+/// device and dtype. Returns `false` when the native ops were not compiled in (the caller then
+/// uses tensor operations); panics, like tch's operators, if libtorch rejects the input.
+pub fn fused_adam(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    exp_avgs: &[&Tensor],
+    exp_avg_sqs: &[&Tensor],
+    steps: &[&Tensor],
+    a: FusedAdamArgs,
+) -> bool {
+    let n = params.len();
+    assert!(
+        [grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()]
+            .iter()
+            .all(|&l| l == n),
+        "fused_adam: lists of different lengths"
+    );
+    #[cfg(genmodels_native_ops)]
+    {
+        use native::ptrs;
+        let (p, g, m, v, s) = (
+            ptrs(params),
+            ptrs(grads),
+            ptrs(exp_avgs),
+            ptrs(exp_avg_sqs),
+            ptrs(steps),
+        );
+        // SAFETY: every pointer is a live `at::Tensor` borrowed for the call; the C++ side
+        // copies the handles (reference counts), updates params and moments in place and
+        // keeps nothing.
+        let ok = unsafe {
+            native::genmodels_fused_adam(
+                p.as_ptr(),
+                g.as_ptr(),
+                m.as_ptr(),
+                v.as_ptr(),
+                s.as_ptr(),
+                n as i64,
+                a.lr,
+                a.beta1,
+                a.beta2,
+                a.weight_decay,
+                a.eps,
+                a.decoupled,
+            )
+        };
+        if !ok {
+            panic!("fused_adam: {}", native::last_error());
+        }
+        true
+    }
+    #[cfg(not(genmodels_native_ops))]
+    {
+        let _ = a;
+        false
     }
 }
 

@@ -76,6 +76,9 @@ pub struct Adam {
     /// Per parameter: whether weight decay applies (all by default).
     decay: Vec<bool>,
     steps: i64,
+    /// Use ATen's fused Adam kernel when it is compiled in (default); `false` takes the
+    /// elementwise tensor operations (same update, within float rounding).
+    pub fused: bool,
 }
 
 impl Adam {
@@ -99,6 +102,7 @@ impl Adam {
             exp_avg_sq,
             decay,
             steps: 0,
+            fused: true,
         }
     }
 
@@ -119,9 +123,11 @@ impl Adam {
         self.steps
     }
 
+    /// Clears the gradients (PyTorch's `zero_grad(set_to_none=True)`, its default): the next
+    /// backward pass stores its gradients instead of adding them to zeroed buffers.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
-            p.zero_grad();
+            crate::ops::clear_grad(p);
         }
     }
 
@@ -157,11 +163,15 @@ impl Adam {
         })
     }
 
-    /// One update with the gradients currently in the parameters.
+    /// One update with the gradients currently in the parameters; parameters without a
+    /// gradient are skipped (as in torch.optim.Adam).
     pub fn step(&mut self, lr_scale: f64) {
         self.steps += 1;
         let c = self.cfg;
         let lr = c.lr * lr_scale;
+        if self.fused && self.fused_step(lr) {
+            return;
+        }
         let bc1 = 1.0 - c.beta1.powi(self.steps as i32);
         let bc2 = 1.0 - c.beta2.powi(self.steps as i32);
         tch::no_grad(|| {
@@ -177,13 +187,6 @@ impl Adam {
                 if !g.defined() {
                     continue;
                 }
-                if lr == 0.0 {
-                    // Moments still advance (as in torch), the parameters stay.
-                    let _ = m.lerp_(&g, 1.0 - c.beta1);
-                    let _ = v.g_mul_scalar_(c.beta2);
-                    let _ = v.addcmul_(&(&g * (1.0 - c.beta2)), &g);
-                    continue;
-                }
                 let g = if wd != 0.0 && !c.decoupled {
                     &g + &*p * wd
                 } else {
@@ -195,6 +198,10 @@ impl Adam {
                 let _ = m.lerp_(&g, 1.0 - c.beta1);
                 let _ = v.g_mul_scalar_(c.beta2);
                 let _ = v.addcmul_(&(&g * (1.0 - c.beta2)), &g);
+                if lr == 0.0 {
+                    // Moments still advance (as in torch), the parameters stay.
+                    continue;
+                }
                 // p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), folding the step size into the
                 // denominator in place: two temporaries per parameter instead of four.
                 let mut denom = v.sqrt();
@@ -204,6 +211,56 @@ impl Adam {
                 let _ = p.addcdiv_(&*m, &denom);
             }
         });
+    }
+
+    /// The update through ATen's fused kernel, one call per group of parameters that share a
+    /// weight decay; `false` when the kernel is not compiled in or cannot take these tensors
+    /// (then nothing was changed).
+    fn fused_step(&mut self, lr: f64) -> bool {
+        let c = self.cfg;
+        let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
+        // The kernel takes float tensors of one device and dtype (f32 here; f64 would also do).
+        let Some(first) = self.params.first() else {
+            return true;
+        };
+        let (device, kind) = (first.device(), first.kind());
+        if !matches!(device, tch::Device::Cpu | tch::Device::Cuda(_))
+            || !matches!(kind, Kind::Float | Kind::Double)
+            || self.params.iter().zip(&grads).any(|(p, g)| {
+                p.device() != device || p.kind() != kind || (g.defined() && g.kind() != kind)
+            })
+        {
+            return false;
+        }
+        let step = Tensor::from(self.steps as f32).to_device(device);
+        for decay in [true, false] {
+            let wd = if decay { c.weight_decay } else { 0.0 };
+            let mut sel: [Vec<&Tensor>; 4] = Default::default();
+            for (i, g) in grads.iter().enumerate() {
+                if self.decay[i] == decay && g.defined() {
+                    sel[0].push(&self.params[i]);
+                    sel[1].push(g);
+                    sel[2].push(&self.exp_avg[i]);
+                    sel[3].push(&self.exp_avg_sq[i]);
+                }
+            }
+            if sel[0].is_empty() {
+                continue;
+            }
+            let steps = vec![&step; sel[0].len()];
+            let args = crate::ops::FusedAdamArgs {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                weight_decay: wd,
+                eps: c.eps,
+                decoupled: c.decoupled,
+            };
+            if !crate::ops::fused_adam(&sel[0], &sel[1], &sel[2], &sel[3], &steps, args) {
+                return false;
+            }
+        }
+        true
     }
 
     /// zero_grad, backward, optional clipping, step: the usual sequence for one loss.
@@ -499,6 +556,61 @@ mod tests {
                     "decoupled={decoupled}: {got:?} vs {expect:?}"
                 );
             }
+        }
+    }
+
+    /// The fused kernel and the elementwise path give the same trajectory: Adam and AdamW,
+    /// a decay filter (two kernel calls), a learning rate of zero and a parameter that gets no
+    /// gradient (skipped: it and its moments stay as they were).
+    #[test]
+    fn fused_and_elementwise_updates_agree() {
+        let run = |fused: bool, decoupled: bool| {
+            tch::manual_seed(3);
+            let vs = VarStore::new(Device::Cpu);
+            let a = vs.root().randn("a", &[5, 7], 0.0, 1.0);
+            let b = vs.root().randn("b", &[7], 0.0, 1.0);
+            let idle = vs.root().randn("idle", &[3], 0.0, 1.0);
+            let cfg = AdamConfig {
+                lr: 1e-2,
+                weight_decay: 0.1,
+                decoupled,
+                ..AdamConfig::new(1e-2, 0.5, 0.99)
+            };
+            let mut opt = Adam::new(&vs, cfg).with_decay_filter(|_, t| t.dim() >= 2);
+            opt.fused = fused;
+            let x = Tensor::randn([4, 5], (Kind::Float, Device::Cpu));
+            for step in 0..4 {
+                let loss = (x.matmul(&a) + &b).tanh().square().sum(Kind::Float);
+                opt.zero_grad();
+                loss.backward();
+                opt.step(if step == 2 { 0.0 } else { 1.0 });
+            }
+            assert!(!idle.grad().defined());
+            let state: Vec<Tensor> = opt
+                .params
+                .iter()
+                .chain(&opt.exp_avg)
+                .chain(&opt.exp_avg_sq)
+                .map(|t| t.detach().copy())
+                .collect();
+            state
+        };
+        assert!(
+            crate::ops::native_ops(),
+            "the fused kernel is not compiled in"
+        );
+        for decoupled in [false, true] {
+            let (f, e) = (run(true, decoupled), run(false, decoupled));
+            for (i, (x, y)) in f.iter().zip(&e).enumerate() {
+                let diff = (x - y).abs().max().double_value(&[]);
+                assert!(
+                    diff < 1e-5,
+                    "decoupled={decoupled}: tensor {i} differs by {diff}"
+                );
+            }
+            // The idle parameter (sorted between a and b) and its zero moments are untouched.
+            assert!(f[2].abs().sum(Kind::Float).double_value(&[]) > 0.0);
+            assert_eq!(f[5].abs().sum(Kind::Float).double_value(&[]), 0.0);
         }
     }
 

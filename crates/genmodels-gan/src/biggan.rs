@@ -676,6 +676,7 @@ impl Model for BigGan {
             fake_v = d_fake.mean(Kind::Float).double_value(&[]);
         }
         let (z, yf) = self.latents(n, 0.0)?;
+        let frozen = self.pair.freeze_d();
         let fake = self.g.forward(&z, &yf, true);
         let g_adv = GanLoss::Hinge.g_loss(&self.d.forward(&fake, &yf, true));
         let ortho = if c.ortho > 0.0 {
@@ -685,6 +686,7 @@ impl Model for BigGan {
         };
         let g_loss = &g_adv + &ortho;
         self.pair.opt_g.backward_step(&g_loss, ctx);
+        drop(frozen);
         Ok(vec![
             ("d_loss".into(), d_loss_v),
             ("g_loss".into(), g_adv.double_value(&[])),

@@ -390,6 +390,7 @@ impl Model for CycleGan {
         let fake_a = self.g_ba.forward(&xb);
         let rec_a = self.g_ba.forward(&fake_b);
         let rec_b = self.g_ab.forward(&fake_a);
+        let frozen = self.pair.freeze_d();
         let adv = mse_to(&self.d_b.forward(&fake_b), 1.0) + mse_to(&self.d_a.forward(&fake_a), 1.0);
         let cycle = (l1(&rec_a, &xa) + l1(&rec_b, &xb)) * c.lambda_cycle;
         let identity = if c.lambda_identity > 0.0 {
@@ -400,6 +401,7 @@ impl Model for CycleGan {
         };
         let g_loss = &adv + &cycle + &identity;
         self.pair.opt_g.backward_step(&g_loss, ctx);
+        drop(frozen);
         // Discriminators, on the history of generated images.
         let hist_b = self.pool_b.query(&fake_b.detach());
         let hist_a = self.pool_a.query(&fake_a.detach());

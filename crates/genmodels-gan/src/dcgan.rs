@@ -360,12 +360,14 @@ impl Model for Dcgan {
             d_real_v = avg(&d_real);
             d_fake_v = avg(&d_fake);
         }
+        let frozen = self.pair.freeze_d();
         // With one critic update G reuses that update's fakes (as the DCGAN PyTorch example does).
         if self.cfg.n_critic > 1 {
             fake = self.g.forward_t(&self.latents(n), true);
         }
         let g_loss = self.cfg.loss.g_loss(&self.d.forward_t(&fake, true));
         self.pair.opt_g.backward_step(&g_loss, ctx);
+        drop(frozen);
         let mut out = vec![
             ("d_loss".into(), d_loss_v),
             ("g_loss".into(), g_loss.double_value(&[])),

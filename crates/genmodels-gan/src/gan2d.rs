@@ -151,11 +151,13 @@ impl Model for Gan2d {
             }
             self.pair.opt_d.backward_step(&d_loss, ctx);
         }
+        let frozen = self.pair.freeze_d();
         let g_loss = self
             .cfg
             .loss
             .g_loss(&self.critic(&self.g.forward(&self.latents(n))));
         self.pair.opt_g.backward_step(&g_loss, ctx);
+        drop(frozen);
         let mut out = vec![
             ("d_loss".to_string(), d_loss_v),
             ("g_loss".to_string(), g_loss.double_value(&[])),

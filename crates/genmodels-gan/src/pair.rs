@@ -6,13 +6,27 @@ use genmodels_core::optim::{Adam, AdamConfig};
 use genmodels_core::Result;
 use std::path::Path;
 use tch::nn::VarStore;
-use tch::Device;
+use tch::{Device, Tensor};
 
 pub struct GanPair {
     pub g_vs: VarStore,
     pub d_vs: VarStore,
     pub opt_g: Adam,
     pub opt_d: Adam,
+    /// D's trainable parameters (handles to the same tensors), for [`GanPair::freeze_d`].
+    d_params: Vec<Tensor>,
+}
+
+/// D's parameters taken out of autograd for as long as this lives (see [`GanPair::freeze_d`]).
+#[must_use = "D is trainable again as soon as the guard is dropped"]
+pub struct FrozenD(Vec<Tensor>);
+
+impl Drop for FrozenD {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = p.set_requires_grad(true);
+        }
+    }
 }
 
 impl GanPair {
@@ -28,15 +42,30 @@ impl GanPair {
         let nets = build(&g_vs, &d_vs)?;
         let opt_g = Adam::new(&g_vs, adam_g);
         let opt_d = Adam::new(&d_vs, adam_d);
+        let d_params = d_vs.trainable_variables();
         Ok((
             GanPair {
                 g_vs,
                 d_vs,
                 opt_g,
                 opt_d,
+                d_params,
             },
             nets,
         ))
+    }
+
+    /// Stops D's parameters from requiring gradients until the guard is dropped. For the G
+    /// update: its backward pass still flows through D to G, but no longer computes D's weight
+    /// gradients, which the next D update would clear unused (about a third of D's backward
+    /// work). Same G update, bit for bit; the reference implementations of CycleGAN
+    /// (`set_requires_grad(netD, False)`) and StyleGAN2-ADA (`requires_grad_` per phase) do the
+    /// same.
+    pub fn freeze_d(&self) -> FrozenD {
+        for p in &self.d_params {
+            let _ = p.set_requires_grad(false);
+        }
+        FrozenD(self.d_params.iter().map(|p| p.shallow_clone()).collect())
     }
 
     pub fn var_stores(&self) -> Vec<(&str, &VarStore)> {
@@ -78,4 +107,56 @@ pub fn critic_chunks(x: &tch::Tensor, k: usize) -> Result<Vec<tch::Tensor>> {
         )));
     }
     Ok((0..k as i64).map(|i| x.narrow(0, i * per, per)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use genmodels_core::optim::AdamConfig;
+    use tch::{nn, nn::Module, Kind};
+
+    /// Freezing D leaves G's gradients exactly as they were, computes none for D, and D is
+    /// trainable again once the guard is gone.
+    #[test]
+    fn freezing_d_changes_nothing_but_d_gradients() {
+        tch::manual_seed(0);
+        let (pair, (g, d)) = GanPair::new(
+            Device::Cpu,
+            AdamConfig::default(),
+            AdamConfig::default(),
+            |gv, dv| {
+                Ok((
+                    nn::linear(gv.root() / "g", 4, 6, Default::default()),
+                    nn::seq()
+                        .add(nn::linear(dv.root() / "d0", 6, 8, Default::default()))
+                        .add_fn(|x| x.tanh())
+                        .add(nn::linear(dv.root() / "d1", 8, 1, Default::default())),
+                ))
+            },
+        )
+        .unwrap();
+        let z = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        let g_grads = |freeze: bool| {
+            let frozen = freeze.then(|| pair.freeze_d());
+            let loss = d.forward(&g.forward(&z)).sum(Kind::Float);
+            let mut params = pair.g_vs.trainable_variables();
+            params.extend(pair.d_vs.trainable_variables());
+            let refs: Vec<&Tensor> = params.iter().collect();
+            let grads = Tensor::run_backward(&[loss], &refs[..2], false, false);
+            let d_needs_grad = pair.d_vs.trainable_variables()[0].requires_grad();
+            drop(frozen);
+            (grads, d_needs_grad)
+        };
+        let (plain, d_plain) = g_grads(false);
+        let (frozen, d_frozen) = g_grads(true);
+        assert!(d_plain && !d_frozen);
+        for (a, b) in plain.iter().zip(&frozen) {
+            assert!(a.equal(b), "G gradient changed: {a} vs {b}");
+        }
+        assert!(pair
+            .d_vs
+            .trainable_variables()
+            .iter()
+            .all(|p| p.requires_grad()));
+    }
 }

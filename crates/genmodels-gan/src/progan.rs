@@ -443,9 +443,11 @@ impl Model for ProGan {
         let drift = d_real.square().mean(Kind::Float) * c.drift;
         let d_loss = &wass + &gp + &drift;
         self.pair.opt_d.backward_step(&d_loss, ctx);
+        let frozen = self.pair.freeze_d();
         let fake = self.g.forward(&self.latents(n), stage, alpha);
         let g_loss = GanLoss::Wasserstein.g_loss(&self.d.forward(&fake, stage, alpha));
         self.pair.opt_g.backward_step(&g_loss, ctx);
+        drop(frozen);
         tch::no_grad(|| {
             let _ = self.progress.fill_((ctx.step + 1) as f64);
         });

@@ -62,6 +62,11 @@ pub struct StyleGanConfig {
     pub pl_every: u64,
     /// Truncation psi for `sample` (1: none).
     pub truncation_psi: f64,
+    /// Modulated convolutions as one grouped convolution with per-sample kernels (the paper's
+    /// formulation, StyleGAN2-ADA's inference path) instead of scaling the activations around
+    /// one convolution with the shared kernel (ADA's training path). Same function; the
+    /// unfused form is faster here (docs/results.md).
+    pub fused_modconv: bool,
 }
 
 impl Default for StyleGanConfig {
@@ -83,6 +88,7 @@ impl Default for StyleGanConfig {
             pl_weight: 0.0,
             pl_every: 4,
             truncation_psi: 1.0,
+            fused_modconv: false,
         }
     }
 }
@@ -156,10 +162,13 @@ struct ModConv {
     affine: EqLinear,
     demod: bool,
     k: i64,
+    /// One grouped convolution with per-sample kernels instead of scaling the activations
+    /// around one convolution with the shared kernel (see [`StyleGanConfig::fused_modconv`]).
+    fused: bool,
 }
 
 impl ModConv {
-    fn new(p: nn::Path, i: i64, o: i64, k: i64, w_dim: i64, demod: bool) -> Self {
+    fn new(p: nn::Path, i: i64, o: i64, k: i64, w_dim: i64, demod: bool, fused: bool) -> Self {
         ModConv {
             weight: p.var(
                 "weight",
@@ -172,6 +181,7 @@ impl ModConv {
             affine: EqLinear::new(&p / "affine", w_dim, i, 1.0, 1.0),
             demod,
             k,
+            fused,
         }
     }
 
@@ -180,6 +190,30 @@ impl ModConv {
         let o = self.weight.size()[0];
         let s = self.affine.forward(w); // [N, I]
         let scale = 1.0 / ((i * self.k * self.k) as f64).sqrt();
+        let pad = [self.k / 2, self.k / 2];
+        if !self.fused {
+            // conv(x * s, W) * d = conv(x, W * s) * d: the same modulated convolution as one
+            // batched convolution with the shared kernel (StyleGAN2-ADA's training path).
+            let y = (x * s.view([n, i, 1, 1])).conv2d(
+                &(&self.weight * scale),
+                None::<&Tensor>,
+                [1, 1],
+                pad,
+                [1, 1],
+                1,
+            );
+            if !self.demod {
+                return y;
+            }
+            // d[n, o] = 1 / sqrt(sum_{i,kh,kw} (scale * W[o,i,kh,kw] * s[n,i])^2 + 1e-8)
+            //         = 1 / sqrt(scale^2 * (s^2 @ sum_{kh,kw} W^2 ^T)[n, o] + 1e-8)   (Eq. 3)
+            let w_sq = self
+                .weight
+                .square()
+                .sum_dim_intlist(&[2i64, 3][..], false, Kind::Float); // [O, I]
+            let d = (s.square().matmul(&w_sq.tr()) * (scale * scale) + 1e-8).rsqrt();
+            return y * d.view([n, o, 1, 1]);
+        }
         let mut wt = self.weight.unsqueeze(0) * scale * s.view([n, 1, i, 1, 1]); // [N, O, I, k, k]
         if self.demod {
             let d = (wt
@@ -193,7 +227,7 @@ impl ModConv {
             &wt.reshape([n * o, i, self.k, self.k]),
             None::<&Tensor>,
             [1, 1],
-            [self.k / 2, self.k / 2],
+            pad,
             [1, 1],
             n,
         );
@@ -210,9 +244,9 @@ struct StyleLayer {
 }
 
 impl StyleLayer {
-    fn new(p: nn::Path, i: i64, o: i64, w_dim: i64, up: bool) -> Self {
+    fn new(p: nn::Path, i: i64, o: i64, w_dim: i64, up: bool, fused: bool) -> Self {
         StyleLayer {
-            conv: ModConv::new(&p / "conv", i, o, 3, w_dim, true),
+            conv: ModConv::new(&p / "conv", i, o, 3, w_dim, true, fused),
             noise_strength: p.zeros("noise_strength", &[1]),
             bias: p.zeros("bias", &[o]),
             up,
@@ -239,9 +273,9 @@ struct ToRgb {
 }
 
 impl ToRgb {
-    fn new(p: nn::Path, i: i64, c: i64, w_dim: i64) -> Self {
+    fn new(p: nn::Path, i: i64, c: i64, w_dim: i64, fused: bool) -> Self {
         ToRgb {
-            conv: ModConv::new(&p / "conv", i, c, 1, w_dim, false),
+            conv: ModConv::new(&p / "conv", i, c, 1, w_dim, false, fused),
             bias: p.zeros("bias", &[c]),
         }
     }
@@ -270,13 +304,34 @@ impl Generator {
             })
             .collect();
         let f0 = c.fmaps(0);
-        let mut layers = vec![StyleLayer::new(&p / "l0", f0, f0, c.w_dim, false)];
-        let mut to_rgb = vec![ToRgb::new(&p / "rgb0", f0, c.channels, c.w_dim)];
+        let fu = c.fused_modconv;
+        let mut layers = vec![StyleLayer::new(&p / "l0", f0, f0, c.w_dim, false, fu)];
+        let mut to_rgb = vec![ToRgb::new(&p / "rgb0", f0, c.channels, c.w_dim, fu)];
         for s in 1..=k {
             let (i, o) = (c.fmaps(s - 1), c.fmaps(s));
-            layers.push(StyleLayer::new(&p / format!("l{s}a"), i, o, c.w_dim, true));
-            layers.push(StyleLayer::new(&p / format!("l{s}b"), o, o, c.w_dim, false));
-            to_rgb.push(ToRgb::new(&p / format!("rgb{s}"), o, c.channels, c.w_dim));
+            layers.push(StyleLayer::new(
+                &p / format!("l{s}a"),
+                i,
+                o,
+                c.w_dim,
+                true,
+                fu,
+            ));
+            layers.push(StyleLayer::new(
+                &p / format!("l{s}b"),
+                o,
+                o,
+                c.w_dim,
+                false,
+                fu,
+            ));
+            to_rgb.push(ToRgb::new(
+                &p / format!("rgb{s}"),
+                o,
+                c.channels,
+                c.w_dim,
+                fu,
+            ));
         }
         Ok(Generator {
             mapping,
@@ -552,6 +607,7 @@ impl Model for StyleGan {
         let d_loss = &d_adv + &r1;
         self.pair.opt_d.backward_step(&d_loss, ctx);
         // G: non-saturating loss with style mixing; path-length regularisation when enabled.
+        let frozen = self.pair.freeze_d();
         let ws = self.styles(n, true);
         let g_adv = GanLoss::NonSaturating.g_loss(&self.d.forward(&self.g.synthesis(&ws)));
         let mut g_loss = g_adv.shallow_clone();
@@ -582,6 +638,7 @@ impl Model for StyleGan {
             g_loss = &g_loss + pl;
         }
         self.pair.opt_g.backward_step(&g_loss, ctx);
+        drop(frozen);
         // Track the mean w for truncation.
         tch::no_grad(|| {
             let w = self.g.map(&self.z(n)).mean_dim(0, false, Kind::Float);
@@ -682,8 +739,50 @@ mod tests {
     #[test]
     fn demodulation_removes_the_weight_scale_and_styles_stay_per_sample() {
         let _rng = crate::test_lock();
+        for fused in [false, true] {
+            modconv_properties(fused);
+        }
+    }
+
+    /// The grouped (fused) and the activation-scaling (unfused) modulated convolutions are the
+    /// same function, with and without demodulation, forward and backward.
+    #[test]
+    fn fused_and_unfused_modconv_agree() {
+        let _rng = crate::test_lock();
+        for demod in [true, false] {
+            let vs = VarStore::new(Device::Cpu);
+            let mut a = ModConv::new(vs.root(), 6, 5, 3, 4, demod, true);
+            let x = Tensor::randn([3, 6, 7, 7], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let w = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+            let ya = a.forward(&x, &w);
+            let ga = Tensor::run_backward(
+                &[ya.square().sum(Kind::Float)],
+                &[&x, &a.weight],
+                false,
+                false,
+            );
+            a.fused = false;
+            let yb = a.forward(&x, &w);
+            let gb = Tensor::run_backward(
+                &[yb.square().sum(Kind::Float)],
+                &[&x, &a.weight],
+                false,
+                false,
+            );
+            let close = |p: &Tensor, q: &Tensor| {
+                (p - q).abs().max().double_value(&[])
+                    <= 1e-4 * (1.0 + q.abs().max().double_value(&[]))
+            };
+            assert!(close(&ya, &yb), "demod={demod}: outputs differ");
+            for (p, q) in ga.iter().zip(&gb) {
+                assert!(close(p, q), "demod={demod}: gradients differ");
+            }
+        }
+    }
+
+    fn modconv_properties(fused: bool) {
         let vs = VarStore::new(Device::Cpu);
-        let m = ModConv::new(vs.root(), 3, 5, 3, 4, true);
+        let m = ModConv::new(vs.root(), 3, 5, 3, 4, true, fused);
         let x = Tensor::randn([2, 3, 7, 7], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([2, 4], (Kind::Float, Device::Cpu)) * 3.0;
         // Demodulation removes any overall scale of the weights (Eq. 3): the output is unchanged
@@ -697,7 +796,7 @@ mod tests {
         assert!(before.allclose(&after, 1e-4, 1e-4, false));
         // Without demodulation it scales with the kernel.
         let vs2 = VarStore::new(Device::Cpu);
-        let plain = ModConv::new(vs2.root(), 3, 5, 3, 4, false);
+        let plain = ModConv::new(vs2.root(), 3, 5, 3, 4, false, fused);
         let y1 = plain.forward(&x, &w);
         tch::no_grad(|| {
             let scaled = &plain.weight * 5.0;

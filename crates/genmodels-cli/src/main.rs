@@ -13,11 +13,13 @@ use genmodels_core::train::{write_samples_to, Trainer, TrainerConfig};
 use std::path::{Path, PathBuf};
 
 mod text;
+mod vae;
 
 /// Every model the command line knows, from every family crate.
 fn registry() -> Vec<ModelEntry> {
     let mut all = genmodels_gan::entries();
     all.extend(genmodels_transformer::entries());
+    all.extend(genmodels_vae::entries());
     all
 }
 
@@ -147,6 +149,53 @@ enum Cmd {
         /// Also write the scores as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Test negative log-likelihood of a VAE / beta-VAE / IWAE run by importance sampling
+    /// (k = 5000 as in the IWAE paper), its one-sample negative ELBO and its active units.
+    Nll {
+        run_dir: PathBuf,
+        /// Images to score.
+        #[arg(long, default_value = "fashion-mnist:test")]
+        data: String,
+        /// At most this many images.
+        #[arg(short, long, default_value_t = 10000)]
+        n: usize,
+        /// Importance samples per image.
+        #[arg(short, long, default_value_t = 5000)]
+        k: i64,
+        /// Seed of the one binarisation of the images (and of the samples).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        device: Option<String>,
+        /// Also write the scores as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Latent traversals of a VAE run (beta-VAE's picture): one image's posterior mean, one
+    /// latent dimension per row swept from -range to +range.
+    Traverse {
+        run_dir: PathBuf,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the image comes from.
+        #[arg(long, default_value = "fashion-mnist:test")]
+        data: String,
+        /// Which image of --data.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// Latent dimensions to sweep, comma-separated (default: the --rows most active).
+        #[arg(long, value_delimiter = ',')]
+        dims: Option<Vec<i64>>,
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+        #[arg(long, default_value_t = 11)]
+        steps: i64,
+        #[arg(long, default_value_t = 3.0)]
+        range: f64,
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Import a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json) as a run.
     ImportGpt2 {
@@ -1160,6 +1209,44 @@ fn main() {
             json.as_deref(),
         ),
         Cmd::ImportGpt2 { dir, out } => text::import_gpt2(&dir, &out),
+        Cmd::Nll {
+            run_dir,
+            data,
+            n,
+            k,
+            seed,
+            device,
+            json,
+        } => vae::nll(vae::NllArgs {
+            run_dir: &run_dir,
+            data: &data,
+            n,
+            k,
+            seed,
+            device: device.as_deref(),
+            json: json.as_deref(),
+        }),
+        Cmd::Traverse {
+            run_dir,
+            out,
+            data,
+            index,
+            dims,
+            rows,
+            steps,
+            range,
+            device,
+        } => vae::traverse(vae::TraverseArgs {
+            run_dir: &run_dir,
+            data: &data,
+            index,
+            out: &out,
+            dims,
+            rows,
+            steps,
+            range,
+            device: device.as_deref(),
+        }),
         Cmd::List => {
             list();
             Ok(())

@@ -622,3 +622,101 @@ fn cyclegan_trains_on_two_classes_and_translates() {
         "class 12",
     );
 }
+
+#[test]
+fn vae_family_trains_scores_likelihood_and_traverses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 32, 8);
+    let d = format!("idx:{}", data.display());
+    for model in ["vae", "beta-vae", "iwae"] {
+        let run = tmp.path().join(model);
+        let r = run.to_str().unwrap().to_string();
+        ok(&genmodels(&[
+            "train",
+            model,
+            "--data",
+            &d,
+            "--out",
+            &r,
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--set",
+            "hidden=16",
+            "--set",
+            "z_dim=4",
+            "--set",
+            "k=3",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--sample-count",
+            "4",
+        ]));
+        let json = tmp.path().join(format!("{model}-nll.json"));
+        let o = genmodels(&[
+            "nll",
+            &r,
+            "--data",
+            &d,
+            "-n",
+            "10",
+            "-k",
+            "20",
+            "--json",
+            json.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        ok(&o);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let (nll, nelbo) = (
+            v["nll_nats"].as_f64().unwrap(),
+            v["negative_elbo_nats"].as_f64().unwrap(),
+        );
+        // The importance-sampled NLL sits below the one-sample negative ELBO (up to noise);
+        // both are positive.
+        assert!(nll > 0.0 && nelbo > 0.0 && nll < nelbo + 1.0, "{v}");
+        assert_eq!(v["n"], 10);
+        let png = tmp.path().join(format!("{model}-trav.png"));
+        ok(&genmodels(&[
+            "traverse",
+            &r,
+            "--data",
+            &d,
+            "--out",
+            png.to_str().unwrap(),
+            "--rows",
+            "3",
+            "--steps",
+            "5",
+            "--device",
+            "cpu",
+        ]));
+        assert!(png.exists());
+    }
+    // A folder without a run is refused; so is a dimension the model does not have.
+    let o = genmodels(&["nll", tmp.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let r = tmp.path().join("vae");
+    let o = genmodels(&[
+        "traverse",
+        r.to_str().unwrap(),
+        "--data",
+        &d,
+        "--out",
+        "x.png",
+        "--dims",
+        "9",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("out of range"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

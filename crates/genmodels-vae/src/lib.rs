@@ -1,0 +1,23 @@
+//! # genmodels-vae
+//!
+//! Variational autoencoders on the genmodels core.
+//!
+//! - [`vae`]: VAE (Kingma & Welling 2014), beta-VAE (Higgins et al. 2017) and IWAE (Burda et
+//!   al. 2016): one model with the bound as a setting, the importance-sampled log-likelihood,
+//!   active units and latent traversals.
+
+pub mod vae;
+
+use genmodels_core::model::ModelEntry;
+
+/// The models of this family, for the `genmodels` command line.
+pub fn entries() -> Vec<ModelEntry> {
+    vec![vae::vae_entry(), vae::beta_vae_entry(), vae::iwae_entry()]
+}
+
+/// libtorch's random generator is process-wide: the crate's tests that seed it take turns.
+#[cfg(test)]
+pub(crate) fn test_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

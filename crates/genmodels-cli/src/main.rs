@@ -197,6 +197,27 @@ enum Cmd {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Reconstructions of a VAE / IWAE / VQ-VAE run: mean squared error, a grid of originals
+    /// above reconstructions, and for VQ-VAE the codebook perplexity and the prior's NLL.
+    Reconstruct {
+        run_dir: PathBuf,
+        #[arg(long, default_value = "fashion-mnist:test")]
+        data: String,
+        /// At most this many images.
+        #[arg(short, long, default_value_t = 10000)]
+        n: usize,
+        /// Write a grid of the first 10 originals and their reconstructions here (PNG).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed of the binarisation (VAEs that binarise their inputs).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        device: Option<String>,
+        /// Also write the scores as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Import a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json) as a run.
     ImportGpt2 {
         /// Folder written by `save_pretrained`.
@@ -1222,6 +1243,23 @@ fn main() {
             data: &data,
             n,
             k,
+            seed,
+            device: device.as_deref(),
+            json: json.as_deref(),
+        }),
+        Cmd::Reconstruct {
+            run_dir,
+            data,
+            n,
+            out,
+            seed,
+            device,
+            json,
+        } => vae::reconstruct(vae::ReconstructArgs {
+            run_dir: &run_dir,
+            data: &data,
+            n,
+            out: out.as_deref(),
             seed,
             device: device.as_deref(),
             json: json.as_deref(),

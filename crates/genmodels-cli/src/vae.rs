@@ -176,3 +176,132 @@ pub fn traverse(a: TraverseArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// Options of `genmodels reconstruct`.
+pub struct ReconstructArgs<'a> {
+    pub run_dir: &'a Path,
+    pub data: &'a str,
+    pub n: usize,
+    pub out: Option<&'a Path>,
+    pub seed: u64,
+    pub device: Option<&'a str>,
+    pub json: Option<&'a Path>,
+}
+
+/// Reconstructions of a VAE-family run: mean squared error in [-1, 1] over `n` images, a grid
+/// of originals above their reconstructions, and for VQ-VAE the codebook perplexity and the
+/// prior's NLL per code on these images.
+pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
+    use genmodels_vae::vqvae::{VqVae, VqVaeConfig};
+    if a.n == 0 {
+        bail!("-n must be at least 1");
+    }
+    let device = device_from_env_or(a.device)?;
+    let path = checkpoint_path(a.run_dir);
+    if !path.exists() {
+        bail!(
+            "{} holds no checkpoint.safetensors: not a genmodels run folder",
+            a.run_dir.display()
+        );
+    }
+    let model = Checkpoint::load(&path)?.meta.model;
+    enum Which {
+        Vae(Box<Vae>),
+        Vq(Box<VqVae>),
+    }
+    let m = if model == "vqvae" {
+        let ck = Checkpoint::load(&path)?;
+        let cfg: VqVaeConfig = serde_json::from_value(ck.meta.config.clone())
+            .context("the checkpoint's VQ-VAE config")?;
+        let mut m = VqVae::new(cfg, device)?;
+        load_model_state(&mut m, &ck, &path, false)?;
+        Which::Vq(Box::new(m))
+    } else {
+        Which::Vae(Box::new(load_vae(a.run_dir, device)?))
+    };
+    let ds = DataSpec::parse(a.data)?.dataset()?;
+    let n = a.n.min(ds.len());
+    seed_everything(a.seed);
+    let (mut se, mut codes, mut first) = (0.0, Vec::new(), None);
+    let mut done = 0;
+    while done < n {
+        let idx: Vec<usize> = (done..(done + 100).min(n)).collect();
+        let x = DataLoader::collate(ds.as_ref(), &idx, device)?.x;
+        let y = match &m {
+            Which::Vae(v) => v.reconstruct(&x)?,
+            Which::Vq(v) => {
+                let c = v.encode_codes(&x)?;
+                let y = v.decode_codes(&c);
+                codes.push(c);
+                y
+            }
+        };
+        se += (&y - &x).square().sum(Kind::Double).double_value(&[]);
+        if first.is_none() {
+            first = Some((x, y));
+        }
+        done += idx.len();
+    }
+    let (c, h, w) = match ds.example_shape().as_slice() {
+        &[c, h, w] => (c, h, w),
+        s => bail!("{} does not hold images (examples of shape {s:?})", a.data),
+    };
+    let mse = se / (n as f64 * (c * h * w) as f64);
+    println!("{:<28} {:>10}", "metric", "value");
+    println!(
+        "{:<28} {mse:>10.5} (pixels in [-1, 1])",
+        "reconstruction MSE"
+    );
+    let mut extra = serde_json::Map::new();
+    if let Which::Vq(v) = &m {
+        let all = Tensor::cat(&codes, 0);
+        let ppl = v.perplexity(&all);
+        let nll = tch::no_grad(|| -> Result<f64> {
+            let mut tot = 0.0;
+            for c in &codes {
+                tot += v.prior_nll(c, false)?.double_value(&[]) * c.size()[0] as f64;
+            }
+            Ok(tot / n as f64)
+        })?;
+        let l = all.size()[1];
+        println!(
+            "{:<28} {ppl:>10.2} of {} codes",
+            "codebook perplexity", v.cfg.codes
+        );
+        println!(
+            "{:<28} {nll:>10.4} nats ({:.1} bits per image of {l} codes)",
+            "prior NLL per code",
+            nll * l as f64 / std::f64::consts::LN_2
+        );
+        extra.insert("codebook_perplexity".into(), ppl.into());
+        extra.insert("prior_nll_nats_per_code".into(), nll.into());
+        extra.insert("codes_per_image".into(), l.into());
+    }
+    println!("{n} images of {}", a.data);
+    if let (Some(out), Some((x, y))) = (a.out, first) {
+        let k = x.size()[0].min(10);
+        let grid = Tensor::cat(&[x.narrow(0, 0, k), y.narrow(0, 0, k)], 0);
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        genmodels_core::image_io::save_grid(&grid, k, 2, out)?;
+        println!(
+            "wrote originals (top) and reconstructions (bottom) to {}",
+            out.display()
+        );
+    }
+    if let Some(p) = a.json {
+        let mut v = serde_json::json!({
+            "model": model,
+            "data": a.data,
+            "n": n,
+            "reconstruction_mse": mse,
+        });
+        if let Some(o) = v.as_object_mut() {
+            o.extend(extra);
+        }
+        std::fs::write(p, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}

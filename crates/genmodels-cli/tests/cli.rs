@@ -720,3 +720,87 @@ fn vae_family_trains_scores_likelihood_and_traverses() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn vqvae_trains_then_its_prior_samples_and_reconstructs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 32, 8);
+    let d = format!("idx:{}", data.display());
+    let run = tmp.path().join("vq");
+    let r = run.to_str().unwrap().to_string();
+    ok(&genmodels(&[
+        "train",
+        "vqvae",
+        "--data",
+        &d,
+        "--out",
+        &r,
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--set",
+        "hidden=8",
+        "--set",
+        "res_hidden=4",
+        "--set",
+        "codes=8",
+        "--set",
+        "code_dim=4",
+        "--set",
+        "prior_start=2",
+        "--set",
+        "prior_layers=1",
+        "--set",
+        "prior_embd=16",
+        "--log-every",
+        "1",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--sample-count",
+        "4",
+    ]));
+    let log = std::fs::read_to_string(run.join("train.jsonl")).unwrap();
+    assert!(
+        log.contains("prior_nll") && log.contains("recon_mse"),
+        "{log}"
+    );
+    let json = tmp.path().join("rec.json");
+    let png = tmp.path().join("rec.png");
+    ok(&genmodels(&[
+        "reconstruct",
+        &r,
+        "--data",
+        &d,
+        "-n",
+        "16",
+        "--out",
+        png.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["reconstruction_mse"].as_f64().unwrap() > 0.0);
+    let ppl = v["codebook_perplexity"].as_f64().unwrap();
+    assert!((1.0..=8.0).contains(&ppl), "{v}");
+    assert!(v["prior_nll_nats_per_code"].as_f64().unwrap() > 0.0);
+    assert!(png.exists());
+    let out = tmp.path().join("samples");
+    ok(&genmodels(&[
+        "sample",
+        &r,
+        "-n",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]));
+    assert!(out.join("sample_00002.png").exists());
+}

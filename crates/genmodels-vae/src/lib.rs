@@ -5,14 +5,22 @@
 //! - [`vae`]: VAE (Kingma & Welling 2014), beta-VAE (Higgins et al. 2017) and IWAE (Burda et
 //!   al. 2016): one model with the bound as a setting, the importance-sampled log-likelihood,
 //!   active units and latent traversals.
+//! - [`vqvae`]: VQ-VAE (van den Oord et al. 2017) with an EMA codebook and a GPT prior over
+//!   its codes.
 
 pub mod vae;
+pub mod vqvae;
 
 use genmodels_core::model::ModelEntry;
 
 /// The models of this family, for the `genmodels` command line.
 pub fn entries() -> Vec<ModelEntry> {
-    vec![vae::vae_entry(), vae::beta_vae_entry(), vae::iwae_entry()]
+    vec![
+        vae::vae_entry(),
+        vae::beta_vae_entry(),
+        vae::iwae_entry(),
+        vqvae::entry(),
+    ]
 }
 
 /// libtorch's random generator is process-wide: the crate's tests that seed it take turns.

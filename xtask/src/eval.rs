@@ -189,10 +189,80 @@ const RECIPES: &[Recipe] = &[
         args: "--lr-schedule cosine:100:5000:0.1 --grad-clip 1 --eval-every 250 --eval-batches 5 --checkpoint-every 50 --sample-every 1000",
         about: "character-level GPT in nanoGPT's shakespeare_char configuration (6x6x384) on Moby-Dick",
     },
+    Recipe {
+        id: "vae",
+        model: "vae",
+        family: "vae",
+        kind: Kind::Images,
+        data: "fashion-mnist",
+        batch: 100,
+        steps: 12000,
+        share: 1.0,
+        small: true,
+        default: true,
+        args: "--sample-every 4000 --checkpoint-every 1000 --log-every 100",
+        about: "VAE (Kingma & Welling 2014), the IWAE paper's MLP (200-200, 50 latents), Bernoulli decoder on dynamically binarised Fashion-MNIST",
+    },
+    Recipe {
+        id: "iwae",
+        model: "iwae",
+        family: "vae",
+        kind: Kind::Images,
+        data: "fashion-mnist",
+        batch: 100,
+        steps: 12000,
+        share: 1.0,
+        small: true,
+        default: false,
+        args: "--set k=5 --sample-every 4000 --checkpoint-every 1000 --log-every 100",
+        about: "IWAE (Burda et al. 2016) with k = 5 on the VAE's networks",
+    },
+    Recipe {
+        id: "beta-vae",
+        model: "beta-vae",
+        family: "vae",
+        kind: Kind::Images,
+        data: "fashion-mnist",
+        batch: 100,
+        steps: 12000,
+        share: 1.0,
+        small: true,
+        default: false,
+        args: "--sample-every 4000 --checkpoint-every 1000 --log-every 100",
+        about: "beta-VAE (Higgins et al. 2017), beta = 4, on the VAE's networks",
+    },
+    Recipe {
+        id: "vqvae",
+        model: "vqvae",
+        family: "vae",
+        kind: Kind::Images,
+        data: "fashion-mnist",
+        batch: 64,
+        steps: 10000,
+        share: 1.0,
+        small: false,
+        default: false,
+        args: "--set prior_start=6000 --sample-every 2000 --checkpoint-every 500 --log-every 100",
+        about: "VQ-VAE (van den Oord et al. 2017): 128 codes on a 7x7 grid, EMA codebook; a GPT prior over the codes from step 6000",
+    },
+    Recipe {
+        id: "vaegan",
+        model: "vaegan",
+        family: "vae",
+        kind: Kind::Images,
+        data: "fashion-mnist",
+        batch: 64,
+        steps: 6000,
+        share: 1.0,
+        small: false,
+        default: false,
+        args: "--sample-every 2000 --checkpoint-every 500 --log-every 100",
+        about: "VAE-GAN (Larsen et al. 2016): the decoder is a GAN generator, reconstruction measured in D's features",
+    },
 ];
 
 /// Families the project plans but this build does not have yet.
-const PLANNED: &[&str] = &["vae", "diffusion", "ebm"];
+const PLANNED: &[&str] = &["diffusion", "ebm"];
 
 /// Options of `cargo xtask eval` (without --metrics-only).
 pub struct Opts {
@@ -731,7 +801,8 @@ fn measure(ctx: &Ctx, r: &Recipe, m: &mut ModelReport) -> Result<()> {
                 },
                 rel("samples.png"),
             ));
-            if r.kind == Kind::Images {
+            // VQ-VAE has no continuous latent space to walk.
+            if r.kind == Kind::Images && r.model != "vqvae" {
                 g.run(
                     &[
                         s(&["interpolate"]),
@@ -756,6 +827,9 @@ fn measure(ctx: &Ctx, r: &Recipe, m: &mut ModelReport) -> Result<()> {
                 ));
             }
             image_metrics(ctx, r, &run, &ev, m)?;
+            if r.family == "vae" {
+                vae_scores(ctx, g, r, &run, &ev, m)?;
+            }
         }
         Kind::Points => {
             let modes = ev.join("modes.json");
@@ -888,6 +962,103 @@ fn measure(ctx: &Ctx, r: &Recipe, m: &mut ModelReport) -> Result<()> {
 }
 
 /// Domain-feature metrics on `ctx.samples` (plus Inception FID when asked).
+/// The VAE family's own scores: the importance-sampled test NLL (VAE, beta-VAE, IWAE), and the
+/// reconstruction error with a grid of reconstructions (all of them; for VQ-VAE also the
+/// codebook perplexity and the prior's NLL per code).
+fn vae_scores(
+    ctx: &Ctx,
+    g: &Genmodels,
+    r: &Recipe,
+    run: &Path,
+    ev: &Path,
+    m: &mut ModelReport,
+) -> Result<()> {
+    let img = ctx.img.join(format!("{}-recon.png", r.id));
+    let rj = ev.join("reconstruct.json");
+    let n_rec = if ctx.quick { 1000 } else { 10000 };
+    g.run(
+        &[
+            s(&["reconstruct"]),
+            vec![
+                p(run),
+                "-n".into(),
+                n_rec.to_string(),
+                "--out".into(),
+                p(&img),
+                "--json".into(),
+                p(&rj),
+            ],
+        ]
+        .concat(),
+        &mut m.commands,
+    )?;
+    m.images.push((
+        "test images (top) and reconstructions (bottom)".into(),
+        format!("img/{}-recon.png", r.id),
+    ));
+    let rec = read_json(&rj)?;
+    let mut extra = vec![(
+        "reconstruction MSE".to_string(),
+        format!("{:.4}", f(&rec, "reconstruction_mse").unwrap_or(f64::NAN)),
+    )];
+    if r.model == "vqvae" {
+        extra.push((
+            "codebook perplexity".into(),
+            format!("{:.1}", f(&rec, "codebook_perplexity").unwrap_or(f64::NAN)),
+        ));
+        extra.push((
+            "prior NLL (nats/code)".into(),
+            format!(
+                "{:.3}",
+                f(&rec, "prior_nll_nats_per_code").unwrap_or(f64::NAN)
+            ),
+        ));
+    } else {
+        let (n, k) = if ctx.quick { (500, 1000) } else { (2000, 5000) };
+        let nj = ev.join("nll.json");
+        g.run(
+            &[
+                s(&["nll"]),
+                vec![
+                    p(run),
+                    "-n".into(),
+                    n.to_string(),
+                    "-k".into(),
+                    k.to_string(),
+                    "--json".into(),
+                    p(&nj),
+                ],
+            ]
+            .concat(),
+            &mut m.commands,
+        )?;
+        let nll = read_json(&nj)?;
+        extra.insert(
+            0,
+            (
+                format!("test NLL ({n} images, k = {k})"),
+                format!("{:.2} nats", f(&nll, "nll_nats").unwrap_or(f64::NAN)),
+            ),
+        );
+        extra.push((
+            "active units".into(),
+            format!(
+                "{}/{}",
+                nll["active_units"].as_i64().unwrap_or(0),
+                nll["z_dim"].as_i64().unwrap_or(0)
+            ),
+        ));
+        if let Some(o) = m.metrics.as_object_mut() {
+            o.insert("nll".into(), nll);
+        }
+    }
+    if let Some(o) = m.metrics.as_object_mut() {
+        o.insert("reconstruct".into(), rec);
+    }
+    m.scores.splice(0..0, extra);
+    Ok(())
+}
+
 fn image_metrics(ctx: &Ctx, r: &Recipe, run: &Path, ev: &Path, m: &mut ModelReport) -> Result<()> {
     let g = ctx.g;
     let cls = ctx
@@ -1070,8 +1241,9 @@ mod tests {
         let all = select(&opts(&[], &[])).unwrap();
         assert_eq!(
             ids(&all),
-            ["dcgan", "grid25-plain", "grid25-wgangp", "gpt-mini"]
+            ["dcgan", "grid25-plain", "grid25-wgangp", "gpt-mini", "vae"]
         );
+        assert_eq!(ids(&select(&opts(&["vae"], &[])).unwrap()), ["vae"]);
         assert_eq!(
             ids(&select(&opts(&["transformer"], &[])).unwrap()),
             ["gpt-mini"]
@@ -1100,7 +1272,7 @@ mod tests {
         // The model names must exist in a family crate's registry (read from the sources,
         // since xtask does not link libtorch).
         let mut src = String::new();
-        for krate in ["genmodels-gan", "genmodels-transformer"] {
+        for krate in ["genmodels-gan", "genmodels-transformer", "genmodels-vae"] {
             let dir = crate::root().join("crates").join(krate).join("src");
             for e in std::fs::read_dir(dir).unwrap() {
                 src += &std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();

@@ -197,7 +197,7 @@ enum Cmd {
         #[arg(long)]
         device: Option<String>,
     },
-    /// Reconstructions of a VAE / IWAE / VQ-VAE run: mean squared error, a grid of originals
+    /// Reconstructions of a VAE / IWAE / VQ-VAE / VAE-GAN run: mean squared error, a grid of originals
     /// above reconstructions, and for VQ-VAE the codebook perplexity and the prior's NLL.
     Reconstruct {
         run_dir: PathBuf,

@@ -192,6 +192,7 @@ pub struct ReconstructArgs<'a> {
 /// of originals above their reconstructions, and for VQ-VAE the codebook perplexity and the
 /// prior's NLL per code on these images.
 pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
+    use genmodels_vae::vaegan::{VaeGan, VaeGanConfig};
     use genmodels_vae::vqvae::{VqVae, VqVaeConfig};
     if a.n == 0 {
         bail!("-n must be at least 1");
@@ -208,6 +209,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
     enum Which {
         Vae(Box<Vae>),
         Vq(Box<VqVae>),
+        Gan(Box<VaeGan>),
     }
     let m = if model == "vqvae" {
         let ck = Checkpoint::load(&path)?;
@@ -216,6 +218,13 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
         let mut m = VqVae::new(cfg, device)?;
         load_model_state(&mut m, &ck, &path, false)?;
         Which::Vq(Box::new(m))
+    } else if model == "vaegan" {
+        let ck = Checkpoint::load(&path)?;
+        let cfg: VaeGanConfig = serde_json::from_value(ck.meta.config.clone())
+            .context("the checkpoint's VAE-GAN config")?;
+        let mut m = VaeGan::new(cfg, device)?;
+        load_model_state(&mut m, &ck, &path, false)?;
+        Which::Gan(Box::new(m))
     } else {
         Which::Vae(Box::new(load_vae(a.run_dir, device)?))
     };
@@ -229,6 +238,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
         let x = DataLoader::collate(ds.as_ref(), &idx, device)?.x;
         let y = match &m {
             Which::Vae(v) => v.reconstruct(&x)?,
+            Which::Gan(v) => v.reconstruct(&x)?,
             Which::Vq(v) => {
                 let c = v.encode_codes(&x)?;
                 let y = v.decode_codes(&c);

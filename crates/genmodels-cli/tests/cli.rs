@@ -722,7 +722,7 @@ fn vae_family_trains_scores_likelihood_and_traverses() {
 }
 
 #[test]
-fn vqvae_trains_then_its_prior_samples_and_reconstructs() {
+fn vqvae_and_vaegan_train_sample_and_reconstruct() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -791,6 +791,42 @@ fn vqvae_trains_then_its_prior_samples_and_reconstructs() {
     assert!((1.0..=8.0).contains(&ppl), "{v}");
     assert!(v["prior_nll_nats_per_code"].as_f64().unwrap() > 0.0);
     assert!(png.exists());
+    // VAE-GAN: trains, reconstructs
+    let run2 = tmp.path().join("vaegan");
+    let r2 = run2.to_str().unwrap().to_string();
+    ok(&genmodels(&[
+        "train",
+        "vaegan",
+        "--data",
+        &d,
+        "--out",
+        &r2,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--set",
+        "width=4",
+        "--set",
+        "hidden=8",
+        "--set",
+        "z_dim=4",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--sample-count",
+        "4",
+    ]));
+    ok(&genmodels(&[
+        "reconstruct",
+        &r2,
+        "--data",
+        &d,
+        "-n",
+        "8",
+        "--device",
+        "cpu",
+    ]));
     let out = tmp.path().join("samples");
     ok(&genmodels(&[
         "sample",

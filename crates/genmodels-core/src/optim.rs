@@ -326,6 +326,35 @@ impl Adam {
     }
 }
 
+/// Parameters taken out of autograd for as long as this guard lives: a network that a loss
+/// passes through but that this update must not train (D during a GAN's G update) then costs
+/// no weight gradients. The parameters require gradients again when the guard is dropped.
+#[must_use = "the parameters are trainable again as soon as the guard is dropped"]
+pub struct Frozen(Vec<Tensor>);
+
+impl Frozen {
+    /// Freezes every trainable variable of `vs`.
+    pub fn store(vs: &VarStore) -> Self {
+        Self::tensors(&vs.trainable_variables())
+    }
+
+    /// Freezes these tensors (handles to the same storage are kept, not copies).
+    pub fn tensors(params: &[Tensor]) -> Self {
+        for p in params {
+            let _ = p.set_requires_grad(false);
+        }
+        Frozen(params.iter().map(|p| p.shallow_clone()).collect())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = p.set_requires_grad(true);
+        }
+    }
+}
+
 /// Learning-rate schedules, as a factor of the base rate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case")]

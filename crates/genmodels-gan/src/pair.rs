@@ -2,7 +2,7 @@
 //! Adam, checkpointed under the names `g` and `d`.
 
 use genmodels_core::checkpoint::Checkpoint;
-use genmodels_core::optim::{Adam, AdamConfig};
+use genmodels_core::optim::{Adam, AdamConfig, Frozen};
 use genmodels_core::Result;
 use std::path::Path;
 use tch::nn::VarStore;
@@ -15,18 +15,6 @@ pub struct GanPair {
     pub opt_d: Adam,
     /// D's trainable parameters (handles to the same tensors), for [`GanPair::freeze_d`].
     d_params: Vec<Tensor>,
-}
-
-/// D's parameters taken out of autograd for as long as this lives (see [`GanPair::freeze_d`]).
-#[must_use = "D is trainable again as soon as the guard is dropped"]
-pub struct FrozenD(Vec<Tensor>);
-
-impl Drop for FrozenD {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = p.set_requires_grad(true);
-        }
-    }
 }
 
 impl GanPair {
@@ -61,11 +49,8 @@ impl GanPair {
     /// work). Same G update, bit for bit; the reference implementations of CycleGAN
     /// (`set_requires_grad(netD, False)`) and StyleGAN2-ADA (`requires_grad_` per phase) do the
     /// same.
-    pub fn freeze_d(&self) -> FrozenD {
-        for p in &self.d_params {
-            let _ = p.set_requires_grad(false);
-        }
-        FrozenD(self.d_params.iter().map(|p| p.shallow_clone()).collect())
+    pub fn freeze_d(&self) -> Frozen {
+        Frozen::tensors(&self.d_params)
     }
 
     pub fn var_stores(&self) -> Vec<(&str, &VarStore)> {

@@ -5,10 +5,13 @@
 //! - [`vae`]: VAE (Kingma & Welling 2014), beta-VAE (Higgins et al. 2017) and IWAE (Burda et
 //!   al. 2016): one model with the bound as a setting, the importance-sampled log-likelihood,
 //!   active units and latent traversals.
+//! - [`vaegan`]: VAE-GAN (Larsen et al. 2016), reconstruction measured in a discriminator's
+//!   features.
 //! - [`vqvae`]: VQ-VAE (van den Oord et al. 2017) with an EMA codebook and a GPT prior over
 //!   its codes.
 
 pub mod vae;
+pub mod vaegan;
 pub mod vqvae;
 
 use genmodels_core::model::ModelEntry;
@@ -20,6 +23,7 @@ pub fn entries() -> Vec<ModelEntry> {
         vae::beta_vae_entry(),
         vae::iwae_entry(),
         vqvae::entry(),
+        vaegan::entry(),
     ]
 }
 

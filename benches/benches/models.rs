@@ -11,6 +11,8 @@
 //!   update as both reference implementations do: with grouped modulated convolutions
 //!   (rosinality's; the reference), with StyleGAN2-ADA's unfused ones (ours), and unfused with
 //!   Adam(fused=True);
+//! - one IWAE training step (k = 5, batch 100, the IWAE paper's MLPs, dynamic binarisation) vs
+//!   the same networks, bound and Adam in PyTorch;
 //! - one GPT training step in nanoGPT's CPU configuration (4 x 4 x 128, context 64, batch 12,
 //!   AdamW, clipping at 1.0) vs a nanoGPT-style model and loop;
 //! - batch-1 generation of 200 tokens with the KV cache (4 x 4 x 128, context 256, sampling at
@@ -32,6 +34,7 @@ use genmodels_gan::dcgan::{Dcgan, DcganConfig};
 use genmodels_gan::stylegan::{StyleGan, StyleGanConfig};
 use genmodels_transformer::generate::{generate, GenerateConfig};
 use genmodels_transformer::gpt::{GptConfig, GptModel, MlpKind};
+use genmodels_vae::vae::{Objective, Vae, VaeConfig};
 use tch::{Device, Kind, Tensor};
 
 const VOCAB: i64 = 96;
@@ -165,5 +168,45 @@ fn gpt_generate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dcgan_step, stylegan2_step, gpt_step, gpt_generate);
+fn iwae_step(c: &mut Criterion) {
+    tch::manual_seed(0);
+    let cfg = VaeConfig {
+        objective: Objective::Iwae,
+        k: 5,
+        ..Default::default()
+    };
+    let mut m = Vae::new("iwae", cfg, Device::Cpu).expect("iwae");
+    // Intensities in [-1, 1]; the model binarises them afresh at every step.
+    let x = Tensor::rand([100, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let batch = Batch { x, y: None };
+    let ctx = StepCtx::default();
+    let (ours, theirs) = side_by_side(
+        rounds(),
+        20,
+        || {
+            m.train_step(&batch, &ctx).expect("step");
+        },
+        || python("models_bench.py", "iwae_step", 20, &[], &[]),
+    );
+    report(
+        "IWAE training step, k = 5, batch 100, MLP 784-200-200-50",
+        ours,
+        &theirs,
+    );
+    let mut g = c.benchmark_group("iwae");
+    g.sample_size(20);
+    g.bench_function("train_step_k5_b100", |b| {
+        b.iter(|| m.train_step(&batch, &ctx).expect("step"))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    dcgan_step,
+    stylegan2_step,
+    iwae_step,
+    gpt_step,
+    gpt_generate
+);
 criterion_main!(benches);

@@ -1,7 +1,7 @@
 """Python counterparts of benches/benches/models.rs, timed the same way (median of repeats).
 
 usage: models_bench.py WHAT REPEATS THREADS   -> prints one JSON line {name: median_seconds}
-WHAT: dcgan_step | stylegan2_step | gpt_step | gpt_generate
+WHAT: dcgan_step | stylegan2_step | iwae_step | gpt_step | gpt_generate
 """
 
 import json
@@ -283,6 +283,35 @@ def stylegan2(batch=32, fused_adam=False):
     return step
 
 
+# --- IWAE (Burda et al. 2016), the networks and bound of crates/genmodels-vae/src/vae.rs -----
+LN2PI = math.log(2 * math.pi)
+
+
+def iwae_step(k=5, batch=100):
+    mlp = lambda i, o: nn.Sequential(nn.Linear(i, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(),
+                                     nn.Linear(200, o))
+    enc, dec = mlp(784, 100), mlp(50, 784)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3, eps=1e-4)
+    intensities = torch.rand(batch, 784)
+
+    def step():
+        x = torch.bernoulli(intensities)  # dynamic binarisation
+        mu, logvar = enc(x).chunk(2, 1)
+        eps = torch.randn(k, batch, 50)
+        z = mu + (0.5 * logvar).exp() * eps
+        log_q = (-0.5 * (eps.square() + logvar + LN2PI)).sum(-1)
+        log_prior = (-0.5 * (z.square() + LN2PI)).sum(-1)
+        log_px = -F.binary_cross_entropy_with_logits(
+            dec(z), x.expand(k, -1, -1), reduction="none").sum(-1)
+        bound = torch.logsumexp(log_px + log_prior - log_q, 0) - math.log(k)
+        loss = -bound.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
 # --- nanoGPT's model (Karpathy, model.py), trimmed to what the benchmark uses ---------------
 class Block(nn.Module):
     def __init__(self, c, h):
@@ -366,6 +395,8 @@ def main():
         out["same, ADA's unfused modulated conv"] = median_time(stylegan2(), repeats)
         out["same, unfused modconv + Adam(fused=True)"] = median_time(stylegan2(fused_adam=True), repeats)
         FUSED_MODCONV = True
+    elif what == "iwae_step":
+        out = {"pytorch iwae step": median_time(iwae_step(), repeats)}
     elif what == "gpt_step":
         out = {"pytorch nanoGPT step": median_time(gpt_step(), repeats)}
     elif what == "gpt_generate":

@@ -963,8 +963,8 @@ fn measure(ctx: &Ctx, r: &Recipe, m: &mut ModelReport) -> Result<()> {
 
 /// Domain-feature metrics on `ctx.samples` (plus Inception FID when asked).
 /// The VAE family's own scores: the importance-sampled test NLL (VAE, beta-VAE, IWAE), and the
-/// reconstruction error with a grid of reconstructions (all of them; for VQ-VAE also the
-/// codebook perplexity and the prior's NLL per code).
+/// reconstruction error with a grid of reconstructions (all of them, VAE-GAN included; for
+/// VQ-VAE also the codebook perplexity and the prior's NLL per code).
 fn vae_scores(
     ctx: &Ctx,
     g: &Genmodels,
@@ -1013,7 +1013,8 @@ fn vae_scores(
                 f(&rec, "prior_nll_nats_per_code").unwrap_or(f64::NAN)
             ),
         ));
-    } else {
+    } else if matches!(r.model, "vae" | "beta-vae" | "iwae") {
+        // VAE-GAN has no likelihood to estimate; the three likelihood models do.
         let (n, k) = if ctx.quick { (500, 1000) } else { (2000, 5000) };
         let nj = ev.join("nll.json");
         g.run(

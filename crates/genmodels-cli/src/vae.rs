@@ -3,7 +3,7 @@
 
 use crate::bar;
 use anyhow::{bail, Context, Result};
-use genmodels_core::checkpoint::{checkpoint_path, Checkpoint};
+use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::{DataLoader, DataSpec};
 use genmodels_core::device::{device_from_env_or, seed_everything};
 use genmodels_core::model::load_model_state;
@@ -14,14 +14,11 @@ use tch::{Kind, Tensor};
 const VAE_MODELS: [&str; 3] = ["vae", "beta-vae", "iwae"];
 
 fn load_vae(run_dir: &Path, device: tch::Device) -> Result<Vae> {
-    let path = checkpoint_path(run_dir);
-    if !path.exists() {
-        bail!(
-            "{} holds no checkpoint.safetensors: not a genmodels run folder",
-            run_dir.display()
-        );
-    }
-    let ck = Checkpoint::load(&path)?;
+    let (ck, path) = crate::open_checkpoint(run_dir, None)?;
+    vae_from(&ck, &path, run_dir, device)
+}
+
+fn vae_from(ck: &Checkpoint, path: &Path, run_dir: &Path, device: tch::Device) -> Result<Vae> {
     let Some(&name) = VAE_MODELS.iter().find(|n| **n == ck.meta.model) else {
         bail!(
             "this verb needs a VAE run ({}); {} holds a `{}` model",
@@ -33,7 +30,7 @@ fn load_vae(run_dir: &Path, device: tch::Device) -> Result<Vae> {
     let cfg: VaeConfig =
         serde_json::from_value(ck.meta.config.clone()).context("the checkpoint's VAE config")?;
     let mut m = Vae::new(name, cfg, device)?;
-    load_model_state(&mut m, &ck, &path, false)?;
+    load_model_state(&mut m, ck, path, false)?;
     Ok(m)
 }
 
@@ -198,35 +195,36 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
         bail!("-n must be at least 1");
     }
     let device = device_from_env_or(a.device)?;
-    let path = checkpoint_path(a.run_dir);
-    if !path.exists() {
-        bail!(
-            "{} holds no checkpoint.safetensors: not a genmodels run folder",
-            a.run_dir.display()
-        );
-    }
-    let model = Checkpoint::load(&path)?.meta.model;
+    let (ck, path) = crate::open_checkpoint(a.run_dir, None)?;
+    let model = ck.meta.model.clone();
     enum Which {
         Vae(Box<Vae>),
         Vq(Box<VqVae>),
         Gan(Box<VaeGan>),
     }
-    let m = if model == "vqvae" {
-        let ck = Checkpoint::load(&path)?;
-        let cfg: VqVaeConfig = serde_json::from_value(ck.meta.config.clone())
-            .context("the checkpoint's VQ-VAE config")?;
-        let mut m = VqVae::new(cfg, device)?;
-        load_model_state(&mut m, &ck, &path, false)?;
-        Which::Vq(Box::new(m))
-    } else if model == "vaegan" {
-        let ck = Checkpoint::load(&path)?;
-        let cfg: VaeGanConfig = serde_json::from_value(ck.meta.config.clone())
-            .context("the checkpoint's VAE-GAN config")?;
-        let mut m = VaeGan::new(cfg, device)?;
-        load_model_state(&mut m, &ck, &path, false)?;
-        Which::Gan(Box::new(m))
-    } else {
-        Which::Vae(Box::new(load_vae(a.run_dir, device)?))
+    let m = match model.as_str() {
+        "vqvae" => {
+            let cfg: VqVaeConfig = serde_json::from_value(ck.meta.config.clone())
+                .context("the checkpoint's VQ-VAE config")?;
+            let mut m = VqVae::new(cfg, device)?;
+            load_model_state(&mut m, &ck, &path, false)?;
+            Which::Vq(Box::new(m))
+        }
+        "vaegan" => {
+            let cfg: VaeGanConfig = serde_json::from_value(ck.meta.config.clone())
+                .context("the checkpoint's VAE-GAN config")?;
+            let mut m = VaeGan::new(cfg, device)?;
+            load_model_state(&mut m, &ck, &path, false)?;
+            Which::Gan(Box::new(m))
+        }
+        m if VAE_MODELS.contains(&m) => {
+            Which::Vae(Box::new(vae_from(&ck, &path, a.run_dir, device)?))
+        }
+        other => bail!(
+            "reconstruct needs a VAE-family run ({}, vqvae, vaegan); {} holds a `{other}` model",
+            VAE_MODELS.join(", "),
+            a.run_dir.display()
+        ),
     };
     let ds = DataSpec::parse(a.data)?.dataset()?;
     let n = a.n.min(ds.len());

@@ -14,7 +14,23 @@ pub mod vae;
 pub mod vaegan;
 pub mod vqvae;
 
-use genmodels_core::model::ModelEntry;
+use genmodels_core::model::{DataInfo, ModelEntry};
+use genmodels_core::{Error, Result};
+
+/// A model's default config for square image data `[C, H, H]`: `make(C, H)`, or an error that
+/// names the model and the shape it got.
+pub(crate) fn image_config<T: serde::Serialize>(
+    info: &DataInfo,
+    name: &str,
+    make: impl FnOnce(i64, i64) -> T,
+) -> Result<serde_json::Value> {
+    match info.example_shape.as_slice() {
+        &[c, h, w] if h == w => Ok(serde_json::to_value(make(c, h))?),
+        s => Err(Error::invalid(format!(
+            "{name} needs square image data [C, H, W], got examples of shape {s:?}"
+        ))),
+    }
+}
 
 /// The models of this family, for the `genmodels` command line.
 pub fn entries() -> Vec<ModelEntry> {

@@ -437,16 +437,11 @@ impl Model for Vae {
 }
 
 fn default_for(info: &DataInfo, name: &str, base: VaeConfig) -> Result<serde_json::Value> {
-    match info.example_shape.as_slice() {
-        &[c, h, w] if h == w => Ok(serde_json::to_value(VaeConfig {
-            channels: c,
-            image_size: h,
-            ..base
-        })?),
-        s => Err(Error::invalid(format!(
-            "{name} needs square image data [C, H, W], got examples of shape {s:?}"
-        ))),
-    }
+    crate::image_config(info, name, |channels, image_size| VaeConfig {
+        channels,
+        image_size,
+        ..base
+    })
 }
 
 fn build(name: &'static str, json: &serde_json::Value, device: Device) -> Result<Box<dyn Model>> {

@@ -409,15 +409,12 @@ pub fn entry() -> ModelEntry {
         name: "vaegan",
         family: "vae",
         summary: "VAE-GAN (Larsen et al. 2016): VAE decoder as GAN generator, reconstruction in D's feature space",
-        default_config: |info: &DataInfo| match info.example_shape.as_slice() {
-            &[c, h, w] if h == w => Ok(serde_json::to_value(VaeGanConfig {
-                channels: c,
-                image_size: h,
+        default_config: |info: &DataInfo| {
+            crate::image_config(info, "vaegan", |channels, image_size| VaeGanConfig {
+                channels,
+                image_size,
                 ..Default::default()
-            })?),
-            s => Err(Error::invalid(format!(
-                "vaegan needs square image data [C, H, W], got examples of shape {s:?}"
-            ))),
+            })
         },
         build: |json, device| {
             let cfg: VaeGanConfig = serde_json::from_value(json.clone())

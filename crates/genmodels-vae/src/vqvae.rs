@@ -571,15 +571,12 @@ pub fn entry() -> ModelEntry {
         name: "vqvae",
         family: "vae",
         summary: "VQ-VAE (van den Oord et al. 2017): EMA codebook, straight-through, commitment 0.25; a GPT prior over the codes from step prior_start",
-        default_config: |info: &DataInfo| match info.example_shape.as_slice() {
-            &[c, h, w] if h == w => Ok(serde_json::to_value(VqVaeConfig {
-                channels: c,
-                image_size: h,
+        default_config: |info: &DataInfo| {
+            crate::image_config(info, "vqvae", |channels, image_size| VqVaeConfig {
+                channels,
+                image_size,
                 ..Default::default()
-            })?),
-            s => Err(Error::invalid(format!(
-                "vqvae needs square image data [C, H, W], got examples of shape {s:?}"
-            ))),
+            })
         },
         build: |json, device| {
             let cfg: VqVaeConfig = serde_json::from_value(json.clone())

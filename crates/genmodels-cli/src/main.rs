@@ -153,24 +153,11 @@ enum Cmd {
     /// Test negative log-likelihood of a VAE / beta-VAE / IWAE run by importance sampling
     /// (k = 5000 as in the IWAE paper), its one-sample negative ELBO and its active units.
     Nll {
-        run_dir: PathBuf,
-        /// Images to score.
-        #[arg(long, default_value = "fashion-mnist:test")]
-        data: String,
-        /// At most this many images.
-        #[arg(short, long, default_value_t = 10000)]
-        n: usize,
+        #[command(flatten)]
+        set: vae::ScoredSet,
         /// Importance samples per image.
         #[arg(short, long, default_value_t = 5000)]
         k: i64,
-        /// Seed of the one binarisation of the images (and of the samples).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long)]
-        device: Option<String>,
-        /// Also write the scores as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
     },
     /// Latent traversals of a VAE run (beta-VAE's picture): one image's posterior mean, one
     /// latent dimension per row swept from -range to +range.
@@ -200,23 +187,11 @@ enum Cmd {
     /// Reconstructions of a VAE / IWAE / VQ-VAE / VAE-GAN run: mean squared error, a grid of originals
     /// above reconstructions, and for VQ-VAE the codebook perplexity and the prior's NLL.
     Reconstruct {
-        run_dir: PathBuf,
-        #[arg(long, default_value = "fashion-mnist:test")]
-        data: String,
-        /// At most this many images.
-        #[arg(short, long, default_value_t = 10000)]
-        n: usize,
+        #[command(flatten)]
+        set: vae::ScoredSet,
         /// Write a grid of the first 10 originals and their reconstructions here (PNG).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Seed of the binarisation (VAEs that binarise their inputs).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long)]
-        device: Option<String>,
-        /// Also write the scores as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
     },
     /// Import a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json) as a run.
     ImportGpt2 {
@@ -1230,40 +1205,8 @@ fn main() {
             json.as_deref(),
         ),
         Cmd::ImportGpt2 { dir, out } => text::import_gpt2(&dir, &out),
-        Cmd::Nll {
-            run_dir,
-            data,
-            n,
-            k,
-            seed,
-            device,
-            json,
-        } => vae::nll(vae::NllArgs {
-            run_dir: &run_dir,
-            data: &data,
-            n,
-            k,
-            seed,
-            device: device.as_deref(),
-            json: json.as_deref(),
-        }),
-        Cmd::Reconstruct {
-            run_dir,
-            data,
-            n,
-            out,
-            seed,
-            device,
-            json,
-        } => vae::reconstruct(vae::ReconstructArgs {
-            run_dir: &run_dir,
-            data: &data,
-            n,
-            out: out.as_deref(),
-            seed,
-            device: device.as_deref(),
-            json: json.as_deref(),
-        }),
+        Cmd::Nll { set, k } => vae::nll(&set, k),
+        Cmd::Reconstruct { set, out } => vae::reconstruct(&set, out.as_deref()),
         Cmd::Traverse {
             run_dir,
             out,

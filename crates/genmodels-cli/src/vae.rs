@@ -8,7 +8,7 @@ use genmodels_core::data::{DataLoader, DataSpec};
 use genmodels_core::device::{device_from_env_or, seed_everything};
 use genmodels_core::model::load_model_state;
 use genmodels_vae::vae::{Vae, VaeConfig};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 const VAE_MODELS: [&str; 3] = ["vae", "beta-vae", "iwae"];
@@ -34,37 +34,47 @@ fn vae_from(ck: &Checkpoint, path: &Path, run_dir: &Path, device: tch::Device) -
     Ok(m)
 }
 
-/// Options of `genmodels nll`.
-pub struct NllArgs<'a> {
-    pub run_dir: &'a Path,
-    pub data: &'a str,
+/// What `nll` and `reconstruct` score: a run, on some images, with a seed for the binarisation.
+#[derive(clap::Args)]
+pub struct ScoredSet {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Images to score.
+    #[arg(long, default_value = "fashion-mnist:test")]
+    pub data: String,
+    /// At most this many images.
+    #[arg(short, long, default_value_t = 10000)]
     pub n: usize,
-    pub k: i64,
+    /// Seed of the one binarisation of the images (and of the importance samples).
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    pub device: Option<&'a str>,
-    pub json: Option<&'a Path>,
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Also write the scores as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
-pub fn nll(a: NllArgs) -> Result<()> {
-    if a.n == 0 || a.k < 1 {
+pub fn nll(a: &ScoredSet, k: i64) -> Result<()> {
+    if a.n == 0 || k < 1 {
         bail!("-n and -k must be at least 1");
     }
-    let device = device_from_env_or(a.device)?;
-    let m = load_vae(a.run_dir, device)?;
-    let ds = DataSpec::parse(a.data)?.dataset()?;
+    let device = device_from_env_or(a.device.as_deref())?;
+    let m = load_vae(&a.run_dir, device)?;
+    let ds = DataSpec::parse(&a.data)?.dataset()?;
     let n = a.n.min(ds.len());
     // One fixed binarisation of the test images (the seed), as the published numbers use.
     seed_everything(a.seed);
     let per = 100usize;
-    let chunk = (500_000 / per as i64).clamp(1, a.k);
-    let b = bar(n as u64, &format!("log p(x), k = {}", a.k));
+    let chunk = (500_000 / per as i64).clamp(1, k);
+    let b = bar(n as u64, &format!("log p(x), k = {}", k));
     let (mut ll, mut elbo, mut means) = (Vec::new(), Vec::new(), Vec::new());
     let mut done = 0;
     while done < n {
         let idx: Vec<usize> = (done..(done + per).min(n)).collect();
         let batch = DataLoader::collate(ds.as_ref(), &idx, device)?;
         let x = m.targets(&batch.x)?;
-        ll.push(m.log_likelihood(&x, a.k, chunk)?);
+        ll.push(m.log_likelihood(&x, k, chunk)?);
         elbo.push(tch::no_grad(|| m.log_weights(&x, 1)).squeeze_dim(0));
         means.push(tch::no_grad(|| m.encode(&x).0));
         done += idx.len();
@@ -79,7 +89,7 @@ pub fn nll(a: NllArgs) -> Result<()> {
     let activity = Tensor::cat(&means, 0).var_dim(0, false, false);
     let active = activity.gt(0.01).sum(Kind::Int64).int64_value(&[]);
     let z_dim = m.cfg.z_dim;
-    let nll_name = format!("NLL (k = {})", a.k);
+    let nll_name = format!("NLL (k = {})", k);
     println!("{:<28} {:>10}", "metric", "value");
     println!("{nll_name:<28} {nll:>10.3} nats (+- {se:.3} s.e.)");
     println!("{:<28} {nelbo:>10.3} nats", "negative ELBO (one sample)");
@@ -97,12 +107,12 @@ pub fn nll(a: NllArgs) -> Result<()> {
         },
         a.seed
     );
-    if let Some(p) = a.json {
+    if let Some(p) = &a.json {
         let v = serde_json::json!({
             "model": m.cfg,
             "data": a.data,
             "n": n,
-            "k": a.k,
+            "k": k,
             "seed": a.seed,
             "nll_nats": nll,
             "nll_standard_error": se,
@@ -174,28 +184,17 @@ pub fn traverse(a: TraverseArgs) -> Result<()> {
     Ok(())
 }
 
-/// Options of `genmodels reconstruct`.
-pub struct ReconstructArgs<'a> {
-    pub run_dir: &'a Path,
-    pub data: &'a str,
-    pub n: usize,
-    pub out: Option<&'a Path>,
-    pub seed: u64,
-    pub device: Option<&'a str>,
-    pub json: Option<&'a Path>,
-}
-
 /// Reconstructions of a VAE-family run: mean squared error in [-1, 1] over `n` images, a grid
 /// of originals above their reconstructions, and for VQ-VAE the codebook perplexity and the
 /// prior's NLL per code on these images.
-pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
+pub fn reconstruct(a: &ScoredSet, out: Option<&Path>) -> Result<()> {
     use genmodels_vae::vaegan::{VaeGan, VaeGanConfig};
     use genmodels_vae::vqvae::{VqVae, VqVaeConfig};
     if a.n == 0 {
         bail!("-n must be at least 1");
     }
-    let device = device_from_env_or(a.device)?;
-    let (ck, path) = crate::open_checkpoint(a.run_dir, None)?;
+    let device = device_from_env_or(a.device.as_deref())?;
+    let (ck, path) = crate::open_checkpoint(&a.run_dir, None)?;
     let model = ck.meta.model.clone();
     enum Which {
         Vae(Box<Vae>),
@@ -218,7 +217,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
             Which::Gan(Box::new(m))
         }
         m if VAE_MODELS.contains(&m) => {
-            Which::Vae(Box::new(vae_from(&ck, &path, a.run_dir, device)?))
+            Which::Vae(Box::new(vae_from(&ck, &path, &a.run_dir, device)?))
         }
         other => bail!(
             "reconstruct needs a VAE-family run ({}, vqvae, vaegan); {} holds a `{other}` model",
@@ -226,7 +225,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
             a.run_dir.display()
         ),
     };
-    let ds = DataSpec::parse(a.data)?.dataset()?;
+    let ds = DataSpec::parse(&a.data)?.dataset()?;
     let n = a.n.min(ds.len());
     seed_everything(a.seed);
     let (mut se, mut codes, mut first) = (0.0, Vec::new(), None);
@@ -286,7 +285,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
         extra.insert("codes_per_image".into(), l.into());
     }
     println!("{n} images of {}", a.data);
-    if let (Some(out), Some((x, y))) = (a.out, first) {
+    if let (Some(out), Some((x, y))) = (out, first) {
         let k = x.size()[0].min(10);
         let grid = Tensor::cat(&[x.narrow(0, 0, k), y.narrow(0, 0, k)], 0);
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -298,7 +297,7 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
             out.display()
         );
     }
-    if let Some(p) = a.json {
+    if let Some(p) = &a.json {
         let mut v = serde_json::json!({
             "model": model,
             "data": a.data,

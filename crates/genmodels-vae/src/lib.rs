@@ -17,6 +17,15 @@ pub mod vqvae;
 use genmodels_core::model::{DataInfo, ModelEntry};
 use genmodels_core::{Error, Result};
 
+/// A model's config from the JSON stored in its checkpoint (or given on the command line), with
+/// the model named in the error.
+pub(crate) fn config_from<T: serde::de::DeserializeOwned>(
+    json: &serde_json::Value,
+    name: &str,
+) -> Result<T> {
+    serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("{name} config: {e}")))
+}
+
 /// A model's default config for square image data `[C, H, H]`: `make(C, H)`, or an error that
 /// names the model and the shape it got.
 pub(crate) fn image_config<T: serde::Serialize>(

@@ -445,8 +445,7 @@ fn default_for(info: &DataInfo, name: &str, base: VaeConfig) -> Result<serde_jso
 }
 
 fn build(name: &'static str, json: &serde_json::Value, device: Device) -> Result<Box<dyn Model>> {
-    let cfg: VaeConfig = serde_json::from_value(json.clone())
-        .map_err(|e| Error::invalid(format!("{name} config: {e}")))?;
+    let cfg: VaeConfig = crate::config_from(json, name)?;
     Ok(Box::new(Vae::new(name, cfg, device)?))
 }
 

@@ -417,8 +417,7 @@ pub fn entry() -> ModelEntry {
             })
         },
         build: |json, device| {
-            let cfg: VaeGanConfig = serde_json::from_value(json.clone())
-                .map_err(|e| Error::invalid(format!("vaegan config: {e}")))?;
+            let cfg: VaeGanConfig = crate::config_from(json, "vaegan")?;
             Ok(Box::new(VaeGan::new(cfg, device)?))
         },
     }

@@ -579,8 +579,7 @@ pub fn entry() -> ModelEntry {
             })
         },
         build: |json, device| {
-            let cfg: VqVaeConfig = serde_json::from_value(json.clone())
-                .map_err(|e| Error::invalid(format!("vqvae config: {e}")))?;
+            let cfg: VqVaeConfig = crate::config_from(json, "vqvae")?;
             Ok(Box::new(VqVae::new(cfg, device)?))
         },
     }

@@ -348,9 +348,19 @@ fn fetch_into(f: &Fetch, staging: &Path, py: &Path) -> Result<()> {
             run(c.arg(spec))?;
         }
         Fetch::Deb { package } => {
-            run(Command::new("apt-get").args(["download", "-qq", package]).current_dir(&dl)).with_context(|| {
-                format!("apt-get download {package} failed; if the package lists are stale, run `apt-get update` first")
-            })?;
+            let download = || {
+                run(Command::new("apt-get")
+                    .args(["download", "-qq", package])
+                    .current_dir(&dl))
+            };
+            if download().is_err() {
+                // A fresh image may have no package lists, or stale ones: refresh and retry.
+                println!("setup: apt-get download {package} failed; refreshing the package lists");
+                crate::apt_get(&["update", "-qq"])?;
+                download().with_context(|| {
+                    format!("apt-get download {package} failed even after apt-get update")
+                })?;
+            }
         }
         Fetch::Npm { spec } => {
             run(Command::new("npm")

@@ -11,6 +11,7 @@ mod report;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use genmodels_contracts::RunLayout;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -37,12 +38,10 @@ enum Cmd {
         /// About 12 minutes on 2 cores: 3-minute budgets, 2000 samples, no Inception pass.
         #[arg(long)]
         quick: bool,
-        /// Only these families (gan, transformer); repeatable.
-        #[arg(long)]
+        // The families and recipes are listed from xtask/recipes.toml.
+        #[arg(long, help = eval::family_help())]
         family: Vec<String>,
-        /// Only these recipes or models (dcgan, grid25-plain, grid25-wgangp, gpt-mini, wgan-gp,
-        /// biggan, progan, stylegan2, cyclegan, gpt); repeatable.
-        #[arg(long)]
+        #[arg(long, help = eval::model_help())]
         model: Vec<String>,
         /// Generated (and real) images per image metric (default 5000; 2000 with --quick).
         #[arg(long)]
@@ -224,11 +223,67 @@ fn ensure_libtorch_link(torch_dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// `apt-get ARGS` as root: directly when root, through `sudo -n` when that works without a
+/// password; otherwise an error that says what to run.
+pub(crate) fn apt_get(args: &[&str]) -> Result<()> {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let mut c = if is_root {
+        Command::new("apt-get")
+    } else if Command::new("sudo")
+        .args(["-n", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let mut c = Command::new("sudo");
+        c.args(["-n", "apt-get"]);
+        c
+    } else {
+        bail!(
+            "`apt-get {}` needs root: run it as root (or with sudo), then run this command again",
+            args.join(" ")
+        );
+    };
+    c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+    run(&mut c).with_context(|| format!("apt-get {} failed", args.join(" ")))
+}
+
+/// Headless Chromium for the eval report's browser test: installed from Debian when missing.
+fn ensure_chromium() -> Result<bool> {
+    if report::find_chromium().is_ok() {
+        return Ok(false);
+    }
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        println!(
+            "setup: warning: Chromium is missing and this machine has no apt-get; install Chromium \
+             and point $CHROMIUM at it, or the report's browser test fails and says so"
+        );
+        return Ok(false);
+    }
+    println!("setup: installing Chromium (the eval report's browser test loads the page in it)");
+    let install = [
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "chromium",
+    ];
+    if apt_get(&install).is_err() {
+        apt_get(&["update", "-qq"])?;
+        apt_get(&install)?;
+    }
+    report::find_chromium().context("Chromium was installed but is not on the PATH")?;
+    Ok(true)
+}
+
 fn setup(force: bool) -> Result<()> {
     let (torch_dir, mut did) = ensure_venv()?;
     did |= ensure_libtorch_link(&torch_dir)?;
     let (n, fetched) = assets::ensure_all(&assets_dir(), &venv_python(), force)?;
     did |= fetched;
+    did |= ensure_chromium()?;
     if !did {
         println!(
             "setup: nothing to do (torch {TORCH_VERSION} in .venv, .libtorch linked, {n} assets verified in {})",
@@ -274,7 +329,7 @@ fn test(tests_only: bool) -> Result<()> {
 /// A folder path becomes `folder:PATH` unless it is a run folder (it has a checkpoint).
 fn as_spec(s: &str) -> String {
     let p = Path::new(s);
-    if p.is_dir() && !p.join("checkpoint.safetensors").exists() && !s.contains(':') {
+    if p.is_dir() && !RunLayout::new(p).has_checkpoint() && !s.contains(':') {
         format!("folder:{s}")
     } else {
         s.to_string()

@@ -1,7 +1,8 @@
 //! PNG plots for the eval report, drawn with `plotters` and an embedded DejaVu Sans font (no
-//! system fonts needed): loss curves from a run's `train.jsonl` and 2-D sample scatters.
+//! system fonts needed): loss curves from a run's log lines and 2-D sample scatters.
 
 use anyhow::{anyhow, bail, Context, Result};
+use genmodels_contracts::LogLine;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -38,25 +39,16 @@ fn err<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("{what}: {e:?}")
 }
 
-/// The numeric curves of a `train.jsonl` log: every key but `step`, `time_s` and `lr_scale`,
-/// against `step`, in the order they first appear.
-pub fn log_series(log: &str) -> Vec<Series> {
+/// The numeric curves of a run's log: every named value of its lines (losses, diagnostics,
+/// `val_*`), against `step`, in the order they first appear (by name within a line).
+pub fn log_series(log: &[LogLine]) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
-    for line in log.lines() {
-        let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(line)
-        else {
-            continue;
-        };
-        let Some(step) = o.get("step").and_then(|s| s.as_f64()) else {
-            continue;
-        };
-        for (k, v) in &o {
-            if matches!(k.as_str(), "step" | "time_s" | "lr_scale") {
+    for line in log {
+        let step = line.step as f64;
+        for (k, &y) in &line.values {
+            if !y.is_finite() {
                 continue;
             }
-            let Some(y) = v.as_f64().filter(|y| y.is_finite()) else {
-                continue;
-            };
             match out.iter_mut().find(|s| &s.name == k) {
                 Some(s) => s.points.push((step, y)),
                 None => out.push(Series {
@@ -249,7 +241,7 @@ mod tests {
     fn log_series_keeps_numeric_keys_in_order() {
         let log = "{\"step\":1,\"time_s\":0.1,\"d_loss\":1.0,\"g_loss\":2.0}\n\
                    garbage\n{\"step\":2,\"lr_scale\":1,\"d_loss\":0.5,\"g_loss\":1.5,\"val_loss\":3}\n";
-        let s = log_series(log);
+        let s = log_series(&LogLine::parse_log(log));
         let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["d_loss", "g_loss", "val_loss"]);
         assert_eq!(s[0].points, vec![(1.0, 1.0), (2.0, 0.5)]);

@@ -323,7 +323,7 @@ pub fn find_chromium() -> Result<PathBuf> {
     }
     bail!(
         "Chromium is missing: the report's browser check needs a headless Chromium. Install it \
-         with `sudo apt-get install chromium` (Debian; `.ci/run` does this), or point $CHROMIUM \
+         with `sudo apt-get install chromium` (Debian; `cargo xtask setup` does this), or point $CHROMIUM \
          at a Chromium or Chrome binary"
     )
 }
@@ -497,7 +497,7 @@ mod tests {
     }
 
     /// The report in a real browser: every image resolves and the table has a row per model.
-    /// Needs Chromium (`.ci/run` installs it); set GENMODELS_SKIP_BROWSER_TEST=1 to skip it
+    /// Needs Chromium (`cargo xtask setup` installs it); set GENMODELS_SKIP_BROWSER_TEST=1 to skip it
     /// knowingly on a machine without one.
     #[test]
     fn report_page_renders_in_headless_chromium() {

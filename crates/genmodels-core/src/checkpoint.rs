@@ -310,7 +310,7 @@ fn view_to_tensor(v: &TensorView<'_>) -> std::result::Result<Tensor, String> {
 
 /// Path of the checkpoint inside a run folder.
 pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoint.safetensors")
+    genmodels_contracts::RunLayout::new(run_dir).checkpoint()
 }
 
 #[cfg(test)]

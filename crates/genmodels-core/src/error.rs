@@ -41,6 +41,12 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+impl From<genmodels_contracts::ContractError> for Error {
+    fn from(e: genmodels_contracts::ContractError) -> Self {
+        Error::Invalid(e.0)
+    }
+}
+
 /// Result alias for the core crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -18,10 +18,12 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod run;
 pub mod samplers;
 pub mod train;
 
 pub use error::{Error, Result};
+pub use genmodels_contracts as contracts;
 pub use tch;
 
 use std::path::PathBuf;

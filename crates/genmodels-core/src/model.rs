@@ -2,9 +2,11 @@
 //! command line, evaluation), and the registry through which families announce their models.
 
 use crate::checkpoint::Checkpoint;
-use crate::data::Batch;
+use crate::data::{Batch, Vocab};
 use crate::optim::StepCtx;
+use crate::samplers::GenerateConfig;
 use crate::{Error, Result};
+pub use genmodels_contracts::{Capability, ModelInfo, Output};
 use std::path::Path;
 use tch::{nn::VarStore, Device, Tensor};
 
@@ -43,6 +45,35 @@ pub trait Model {
     fn interpolate(&mut self, _rows: usize, _steps: usize) -> Result<Option<Tensor>> {
         Ok(None)
     }
+    /// Class-conditional sampling ([`Capability::ClassConditional`]).
+    fn as_class_conditional(&mut self) -> Option<&mut dyn ClassConditional> {
+        None
+    }
+    /// Log-likelihood of images ([`Capability::Likelihood`] on an image model).
+    fn as_likelihood(&mut self) -> Option<&mut dyn Likelihood> {
+        None
+    }
+    /// Encoding and decoding ([`Capability::Reconstruction`]).
+    fn as_reconstruct(&mut self) -> Option<&mut dyn Reconstruct> {
+        None
+    }
+    /// Latent traversals of a continuous latent space ([`Capability::Traversal`]).
+    fn as_traversal(&mut self) -> Option<&mut dyn Traversal> {
+        None
+    }
+    /// A discrete codebook with a prior over its codes ([`Capability::Codebook`]).
+    fn as_codebook(&mut self) -> Option<&mut dyn Codebook> {
+        None
+    }
+    /// Image-to-image translation between two domains ([`Capability::Translation`]).
+    fn as_translate(&mut self) -> Option<&mut dyn Translate> {
+        None
+    }
+    /// Text: tokenizer, context, generation and sequence likelihood
+    /// ([`Capability::TextGeneration`], and [`Capability::Likelihood`] on a text model).
+    fn as_text(&mut self) -> Option<&mut dyn TextModel> {
+        None
+    }
     /// The variable stores to checkpoint, by a stable name (`g`, `d`, ...).
     fn var_stores(&self) -> Vec<(&str, &VarStore)>;
     /// The store whose exponential moving average the trainer keeps (usually the generator).
@@ -53,6 +84,122 @@ pub trait Model {
     fn save_optimizers(&self, ckpt: &mut Checkpoint);
     /// Restores optimiser state from a checkpoint.
     fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()>;
+}
+
+/// Capabilities the model answers for through its `as_*` accessors (interpolation is probed by
+/// asking for a one-row walk). The registry's declared list must equal this; a test checks
+/// every registered model.
+pub fn probe_capabilities(model: &mut dyn Model) -> Result<Vec<Capability>> {
+    let mut c = Vec::new();
+    if model.as_class_conditional().is_some() {
+        c.push(Capability::ClassConditional);
+    }
+    if tch::no_grad(|| model.interpolate(1, 2))?.is_some() {
+        c.push(Capability::Interpolation);
+    }
+    let text_likelihood = model.as_text().is_some();
+    if model.as_likelihood().is_some() || text_likelihood {
+        c.push(Capability::Likelihood);
+    }
+    if model.as_reconstruct().is_some() {
+        c.push(Capability::Reconstruction);
+    }
+    if model.as_traversal().is_some() {
+        c.push(Capability::Traversal);
+    }
+    if model.as_codebook().is_some() {
+        c.push(Capability::Codebook);
+    }
+    if model.as_translate().is_some() {
+        c.push(Capability::Translation);
+    }
+    if text_likelihood {
+        c.push(Capability::TextGeneration);
+    }
+    c.sort();
+    Ok(c)
+}
+
+/// Sampling given class labels.
+pub trait ClassConditional {
+    fn num_classes(&self) -> i64;
+    /// Images `[N, C, H, W]` in [-1, 1] for `labels` `[N]` (int64, on the model's device),
+    /// latents truncated at `truncation` standard deviations (0: none).
+    fn sample_classes(&mut self, labels: &Tensor, truncation: f64) -> Result<Tensor>;
+}
+
+/// The log-likelihood of images under the model.
+pub trait Likelihood {
+    /// The images as the likelihood is defined on them (e.g. one dynamic binarisation drawn
+    /// from the global generator), from images in [-1, 1].
+    fn prepare(&self, x: &Tensor) -> Result<Tensor>;
+    /// How [`Likelihood::prepare`] changes the data, for reports.
+    fn preparation(&self) -> String;
+    /// `log p(x)` per example in nats, estimated with `samples` importance samples (or exact).
+    fn log_likelihood(&self, x: &Tensor, samples: i64) -> Result<Tensor>;
+    /// The one-sample variational bound per example (nats), at most `log p(x)`.
+    fn bound(&self, x: &Tensor) -> Result<Tensor>;
+    /// Posterior means `E_q[z | x]` `[N, Z]` (their variance over the data counts the active
+    /// units), when the model has a continuous posterior.
+    fn posterior_means(&self, x: &Tensor) -> Result<Option<Tensor>>;
+}
+
+/// Encoding and decoding.
+pub trait Reconstruct {
+    /// Reconstructions of images in [-1, 1].
+    fn reconstruct(&mut self, x: &Tensor) -> Result<Tensor>;
+}
+
+/// Walks along single latent dimensions.
+pub trait Traversal {
+    /// Number of latent dimensions.
+    fn latent_dims(&self) -> i64;
+    /// Per-unit activity on `x` (higher: the unit carries more information).
+    fn unit_activity(&self, x: &Tensor) -> Result<Tensor>;
+    /// A grid `[dims * steps, C, H, W]`: the posterior mean of `x` (one image) with each of `dims`
+    /// swept over `steps` values in [-range, range].
+    fn traversal(&self, x: &Tensor, dims: &[i64], steps: i64, range: f64) -> Result<Tensor>;
+}
+
+/// A discrete latent codebook and a prior over code grids.
+pub trait Codebook {
+    fn num_codes(&self) -> i64;
+    /// Code indices `[N, L]` of images.
+    fn encode_codes(&self, x: &Tensor) -> Result<Tensor>;
+    /// Images from code indices.
+    fn decode_codes(&self, codes: &Tensor) -> Result<Tensor>;
+    /// exp(entropy of code usage) over `codes`.
+    fn perplexity(&self, codes: &Tensor) -> f64;
+    /// The prior's mean negative log-likelihood per code (nats) on `codes`.
+    fn prior_nll(&self, codes: &Tensor) -> Result<f64>;
+}
+
+/// Translation between two image domains.
+pub trait Translate {
+    /// `x` translated A -> B (`forward`) or B -> A.
+    fn translate(&mut self, x: &Tensor, forward: bool) -> Result<Tensor>;
+}
+
+/// A language model.
+pub trait TextModel {
+    /// The tokenizer stored with the weights (absent in an imported model without one).
+    fn vocab(&self) -> Option<&Vocab>;
+    /// Context length in tokens.
+    fn block_size(&self) -> usize;
+    /// Continues each prompt; `on_token(row, token)` returns true to finish that row.
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        cfg: &GenerateConfig,
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Result<Vec<Vec<u32>>>;
+    /// Summed next-token NLL (nats) over `tokens` and the number of predictions.
+    fn sequence_nll(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(f64, usize)>;
 }
 
 /// What a model needs to know about its data to pick a default config.
@@ -74,10 +221,105 @@ pub struct ModelEntry {
     pub name: &'static str,
     pub family: &'static str,
     pub summary: &'static str,
+    /// What `sample` produces.
+    pub output: Output,
+    /// What the model can do beyond training and sampling (sorted; equal to what
+    /// [`probe_capabilities`] finds on a built model).
+    pub capabilities: &'static [Capability],
+    /// How `interpolate` walks, for models with [`Capability::Interpolation`].
+    pub interpolation: Option<&'static str>,
     /// The paper's defaults, adapted to the data's shape.
     pub default_config: fn(&DataInfo) -> Result<serde_json::Value>,
     /// Builds a fresh model (new weights) from a config on a device.
     pub build: fn(&serde_json::Value, Device) -> Result<Box<dyn Model>>,
+}
+
+impl ModelEntry {
+    pub fn has(&self, c: Capability) -> bool {
+        self.capabilities.contains(&c)
+    }
+
+    /// The entry as `genmodels list --json` publishes it.
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo {
+            name: self.name.into(),
+            family: self.family.into(),
+            summary: self.summary.into(),
+            output: self.output,
+            capabilities: self.capabilities.to_vec(),
+            interpolation: self.interpolation.map(String::from),
+        }
+    }
+}
+
+/// Every model a binary knows, from the family crates it links.
+pub struct Registry {
+    entries: Vec<ModelEntry>,
+}
+
+impl Registry {
+    pub fn new(entries: Vec<ModelEntry>) -> Self {
+        Registry { entries }
+    }
+
+    pub fn entries(&self) -> &[ModelEntry] {
+        &self.entries
+    }
+
+    /// The entry named `name`, or an error listing the known models.
+    pub fn find(&self, name: &str) -> Result<&ModelEntry> {
+        self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown model `{name}`; known models: {}",
+                self.names(|_| true).join(", ")
+            ))
+        })
+    }
+
+    /// Names of the entries that satisfy `keep`.
+    pub fn names(&self, keep: impl Fn(&ModelEntry) -> bool) -> Vec<&'static str> {
+        self.entries
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| e.name)
+            .collect()
+    }
+
+    /// The one-line error of a verb that needs `cap` from a model that lacks it, naming the
+    /// models that have it.
+    pub fn lacks(&self, verb: &str, cap: Capability, model: &str) -> Error {
+        let with = self.names(|e| e.has(cap));
+        Error::invalid(format!(
+            "`{verb}` needs a model with the {cap} capability ({}); this run holds a `{model}` model",
+            if with.is_empty() {
+                "none is registered".to_string()
+            } else {
+                with.join(", ")
+            }
+        ))
+    }
+}
+
+/// A model's config from JSON (a checkpoint's, or defaults with overrides), with the model
+/// named in the error.
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    name: &str,
+    json: &serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("{name} config: {e}")))
+}
+
+/// `(channels, side)` of square image data, or an error naming the model and what it got.
+pub fn square_image(name: &str, info: &DataInfo) -> Result<(i64, i64)> {
+    match info.example_shape.as_slice() {
+        &[c, h, w] if h == w => Ok((c, h)),
+        &[_, h, w] => Err(Error::invalid(format!(
+            "{name} needs square images, got {h}x{w}"
+        ))),
+        s => Err(Error::invalid(format!(
+            "{name} needs image data [C, H, W], got examples of shape {s:?}"
+        ))),
+    }
 }
 
 /// Loads a model's weights (and optimiser state) from a checkpoint; when `use_ema` is set and

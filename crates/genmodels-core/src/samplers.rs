@@ -190,6 +190,26 @@ pub fn langevin_step(x: &Tensor, energy: impl Fn(&Tensor) -> Tensor, eps: f64) -
     sgld_step(x, energy, eps / 2.0, eps.sqrt())
 }
 
+/// Generation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateConfig {
+    pub max_new_tokens: usize,
+    pub processor: LogitsProcessor,
+    /// Keep keys and values of past tokens (the fast path); off recomputes the whole context
+    /// at every step, as nanoGPT's `generate` does.
+    pub use_cache: bool,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        GenerateConfig {
+            max_new_tokens: 100,
+            processor: LogitsProcessor::default(),
+            use_cache: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

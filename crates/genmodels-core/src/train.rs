@@ -7,12 +7,12 @@
 //! from a checkpoint at step `k` reproduces an uninterrupted run bit for bit (on the same
 //! device and thread count), with only weights, optimiser moments and EMA in the checkpoint.
 
-use crate::checkpoint::{checkpoint_path, Checkpoint, TrainState};
+use crate::checkpoint::{Checkpoint, TrainState};
 use crate::data::BatchSource;
 use crate::device::{seed_everything, set_deterministic, step_seed};
 use crate::image_io::{save_grid, save_scatter};
 use crate::model::{load_model_state, Losses, Model, Samples};
-use crate::optim::{Ema, LrSchedule, StepCtx};
+use crate::optim::{Ema, StepCtx};
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -35,64 +35,8 @@ pub fn install_stop_handler() -> Result<()> {
     .map_err(|e| Error::invalid(format!("cannot install the signal handler: {e}")))
 }
 
-/// Trainer settings; stored in the checkpoint so `resume` needs only the run folder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TrainerConfig {
-    /// Total optimisation steps.
-    pub steps: u64,
-    pub seed: u64,
-    /// Examples per batch (used to build the data source; recorded for `resume`).
-    pub batch_size: usize,
-    /// Write a JSONL log line every this many steps.
-    pub log_every: u64,
-    /// Write a checkpoint every this many steps (and always at the end).
-    pub checkpoint_every: u64,
-    /// Write a sample grid every this many steps (0: only at the end).
-    pub sample_every: u64,
-    /// Images in each sample grid.
-    pub sample_count: usize,
-    /// Keep an EMA of the model's `ema_store` with this decay.
-    pub ema_decay: Option<f64>,
-    /// Clip each optimiser's global gradient norm.
-    pub grad_clip: Option<f64>,
-    pub lr_schedule: LrSchedule,
-    /// Draw a progress bar (on stderr).
-    pub progress: bool,
-    /// No cuDNN autotuning, reproducible cuBLAS (slower on GPUs).
-    pub deterministic: bool,
-    /// Evaluate on the validation batches every this many steps (0: never); needs a
-    /// validation source and a model with an `eval_step`.
-    pub eval_every: u64,
-    /// Validation batches per evaluation (the same batches every time, so curves compare).
-    pub eval_batches: usize,
-    /// Stop (with a checkpoint, samples and a log line) once this many seconds of training have
-    /// passed in this invocation; `resume` continues. Not stored: each invocation sets its own.
-    #[serde(skip)]
-    pub time_budget_s: Option<f64>,
-}
-
-impl Default for TrainerConfig {
-    fn default() -> Self {
-        TrainerConfig {
-            steps: 1000,
-            seed: 0,
-            batch_size: 64,
-            log_every: 10,
-            checkpoint_every: 500,
-            sample_every: 500,
-            sample_count: 64,
-            ema_decay: None,
-            grad_clip: None,
-            lr_schedule: LrSchedule::Constant,
-            progress: true,
-            deterministic: false,
-            eval_every: 0,
-            eval_batches: 20,
-            time_budget_s: None,
-        }
-    }
-}
+/// Trainer settings (the serialisable contract lives in `genmodels-contracts`).
+pub use genmodels_contracts::TrainerConfig;
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,21 +53,6 @@ pub struct TrainSummary {
 
 fn yes() -> bool {
     true
-}
-
-/// Files of a run folder.
-pub struct RunDir(pub PathBuf);
-
-impl RunDir {
-    pub fn checkpoint(&self) -> PathBuf {
-        checkpoint_path(&self.0)
-    }
-    pub fn log(&self) -> PathBuf {
-        self.0.join("train.jsonl")
-    }
-    pub fn samples(&self) -> PathBuf {
-        self.0.join("samples")
-    }
 }
 
 /// Runs the training loop.
@@ -232,7 +161,7 @@ impl Trainer {
         if cfg.steps == 0 {
             return Err(Error::invalid("steps must be positive"));
         }
-        let rd = RunDir(run_dir.to_path_buf());
+        let rd = genmodels_contracts::RunLayout::new(run_dir);
         std::fs::create_dir_all(rd.samples()).map_err(|e| Error::io(rd.samples(), e))?;
         set_deterministic(cfg.deterministic);
         let mut ema = match (cfg.ema_decay, model.ema_store()) {

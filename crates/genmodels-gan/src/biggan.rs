@@ -28,15 +28,15 @@
 //! with it) is the trainer's `--ema 0.999`.
 
 use crate::pair::{critic_chunks, GanPair};
-use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::GanLoss;
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{
+    Capability, ClassConditional, DataInfo, Losses, Model, ModelEntry, Output, Samples,
+};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::samplers::gaussian_latents;
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -637,6 +637,10 @@ impl BigGan {
 }
 
 impl Model for BigGan {
+    fn as_class_conditional(&mut self) -> Option<&mut dyn ClassConditional> {
+        Some(self)
+    }
+
     fn name(&self) -> &str {
         "biggan"
     }
@@ -719,20 +723,16 @@ impl Model for BigGan {
         Ok(Some(tch::no_grad(|| self.g.forward(&z, &y, false))))
     }
 
-    fn var_stores(&self) -> Vec<(&str, &VarStore)> {
-        self.pair.var_stores()
+    crate::pair::delegate_to_pair!();
+}
+
+impl ClassConditional for BigGan {
+    fn num_classes(&self) -> i64 {
+        self.cfg.num_classes
     }
 
-    fn ema_store(&self) -> Option<&VarStore> {
-        Some(&self.pair.g_vs)
-    }
-
-    fn save_optimizers(&self, ckpt: &mut Checkpoint) {
-        self.pair.save_optimizers(ckpt)
-    }
-
-    fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
-        self.pair.load_optimizers(ckpt, path)
+    fn sample_classes(&mut self, labels: &Tensor, truncation: f64) -> Result<Tensor> {
+        self.generate(labels, truncation)
     }
 }
 
@@ -740,6 +740,9 @@ pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "biggan",
         family: "gan",
+        output: Output::Images,
+        capabilities: &[Capability::ClassConditional, Capability::Interpolation],
+        interpolation: Some("slerp in z, one class per row"),
         summary: "BigGAN-style conditional GAN (Brock et al. 2019): shared-embedding CBN, projection D, spectral norm, self-attention, hinge, orthogonal reg., truncation; batch = d_steps x slice",
         default_config: |info: &DataInfo| {
             let (c, h) = crate::pair::square_image("BigGAN", info)?;
@@ -749,7 +752,7 @@ pub fn entry() -> ModelEntry {
             Ok(serde_json::to_value(cfg)?)
         },
         build: |json, device| {
-            let cfg: BigGanConfig = serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("BigGAN config: {e}")))?;
+            let cfg: BigGanConfig = genmodels_core::model::parse_config("BigGAN", json)?;
             Ok(Box::new(BigGan::new(cfg, device)?))
         },
     }
@@ -763,6 +766,7 @@ fn sample_labels(n: usize, num_classes: i64) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use genmodels_core::checkpoint::Checkpoint;
 
     #[test]
     fn samples_are_balanced_over_classes_in_any_batch() {

@@ -23,7 +23,9 @@
 use crate::pair::GanPair;
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{
+    Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples, Translate,
+};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -353,6 +355,10 @@ impl CycleGan {
 }
 
 impl Model for CycleGan {
+    fn as_translate(&mut self) -> Option<&mut dyn Translate> {
+        Some(self)
+    }
+
     fn name(&self) -> &str {
         "cyclegan"
     }
@@ -427,8 +433,8 @@ impl Model for CycleGan {
         let rows = (n as i64 / 3).max(1);
         let idx = Tensor::arange(rows, (Kind::Int64, self.showcase.device())).remainder(k);
         let a = self.showcase.index_select(0, &idx);
-        let b = self.translate(&a, true);
-        let back = self.translate(&b, false);
+        let b = CycleGan::translate(self, &a, true);
+        let back = CycleGan::translate(self, &b, false);
         let triplets = Tensor::stack(&[a, b, back], 1).flatten(0, 1);
         Ok(Samples::Images(triplets))
     }
@@ -446,10 +452,19 @@ impl Model for CycleGan {
     }
 }
 
+impl Translate for CycleGan {
+    fn translate(&mut self, x: &Tensor, forward: bool) -> Result<Tensor> {
+        Ok(CycleGan::translate(self, x, forward))
+    }
+}
+
 pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "cyclegan",
         family: "gan",
+        output: Output::Images,
+        capabilities: &[Capability::Translation],
+        interpolation: None,
         summary: "CycleGAN (Zhu et al. 2017) between two classes (default 7 <-> 9: sneaker <-> ankle boot; data fashion-mnist@7,9): ResNet G, PatchGAN D, LSGAN, cycle 10, identity 0.5, 50-image history",
         default_config: |info: &DataInfo| {
             let (c, h) = crate::pair::square_image("CycleGAN", info)?;
@@ -459,7 +474,7 @@ pub fn entry() -> ModelEntry {
             Ok(serde_json::to_value(CycleGanConfig { channels: c, image_size: h, ..Default::default() })?)
         },
         build: |json, device| {
-            let cfg: CycleGanConfig = serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("CycleGAN config: {e}")))?;
+            let cfg: CycleGanConfig = genmodels_core::model::parse_config("CycleGAN", json)?;
             Ok(Box::new(CycleGan::new(cfg, device)?))
         },
     }

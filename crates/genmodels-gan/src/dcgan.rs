@@ -20,15 +20,13 @@
 //! the same layer pattern.
 
 use crate::pair::{critic_chunks, GanPair};
-use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{gradient_penalty, GanLoss};
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tch::nn::{self, ModuleT, VarStore};
+use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 /// DCGAN settings; defaults are the paper's.
@@ -396,21 +394,7 @@ impl Model for Dcgan {
         Ok(Some(self.generate(&z)))
     }
 
-    fn var_stores(&self) -> Vec<(&str, &VarStore)> {
-        self.pair.var_stores()
-    }
-
-    fn ema_store(&self) -> Option<&VarStore> {
-        Some(&self.pair.g_vs)
-    }
-
-    fn save_optimizers(&self, ckpt: &mut Checkpoint) {
-        self.pair.save_optimizers(ckpt)
-    }
-
-    fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
-        self.pair.load_optimizers(ckpt, path)
-    }
+    crate::pair::delegate_to_pair!();
 }
 
 fn image_config(name: &str, info: &DataInfo, base: DcganConfig) -> Result<serde_json::Value> {
@@ -424,18 +408,17 @@ fn image_config(name: &str, info: &DataInfo, base: DcganConfig) -> Result<serde_
     Ok(serde_json::to_value(cfg)?)
 }
 
-fn parse_config(name: &str, json: &serde_json::Value) -> Result<DcganConfig> {
-    serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("{name} config: {e}")))
-}
-
 /// Registration for the command line.
 pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "dcgan",
         family: "gan",
+        output: Output::Images,
+        capabilities: &[Capability::Interpolation],
+        interpolation: Some("slerp in z"),
         summary: "DCGAN (Radford et al. 2016): strided convs, batch norm, Adam(2e-4, 0.5), non-saturating loss",
         default_config: |info| image_config("DCGAN", info, DcganConfig::default()),
-        build: |json, device| Ok(Box::new(Dcgan::new(parse_config("dcgan", json)?, device)?)),
+        build: |json, device| Ok(Box::new(Dcgan::new(genmodels_core::model::parse_config("dcgan", json)?, device)?)),
     }
 }
 
@@ -444,10 +427,13 @@ pub fn wgan_gp_entry() -> ModelEntry {
     ModelEntry {
         name: "wgan-gp",
         family: "gan",
+        output: Output::Images,
+        capabilities: &[Capability::Interpolation],
+        interpolation: Some("slerp in z"),
         summary: "WGAN-GP (Gulrajani et al. 2017): critic without batch norm, gradient penalty 10, 5 critic steps (batch = 5 x 64), Adam(1e-4, 0, 0.9)",
         default_config: |info| image_config("WGAN-GP", info, DcganConfig::wgan_gp()),
         build: |json, device| {
-            Ok(Box::new(Dcgan::named("wgan-gp", parse_config("wgan-gp", json)?, device)?))
+            Ok(Box::new(Dcgan::named("wgan-gp", genmodels_core::model::parse_config("wgan-gp", json)?, device)?))
         },
     }
 }
@@ -655,6 +641,7 @@ mod wgan_gp_tests {
 #[cfg(test)]
 mod checkpoint_tests {
     use super::*;
+    use genmodels_core::checkpoint::Checkpoint;
     use genmodels_core::checkpoint::TrainState;
     use genmodels_core::model::load_model_state;
 

@@ -12,15 +12,13 @@
 //! Networks: G z(16) -> 128 -> 128 -> 2 with ReLU; D 2 -> 128 -> 128 -> 1 with LeakyReLU 0.2.
 
 use crate::pair::GanPair;
-use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{gradient_penalty, GanLoss};
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Output, Samples};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tch::nn::{self, Module, VarStore};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,24 +170,16 @@ impl Model for Gan2d {
             self.g.forward(&self.latents(n as i64))
         })))
     }
-    fn var_stores(&self) -> Vec<(&str, &VarStore)> {
-        self.pair.var_stores()
-    }
-    fn ema_store(&self) -> Option<&VarStore> {
-        Some(&self.pair.g_vs)
-    }
-    fn save_optimizers(&self, ckpt: &mut Checkpoint) {
-        self.pair.save_optimizers(ckpt)
-    }
-    fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
-        self.pair.load_optimizers(ckpt, path)
-    }
+    crate::pair::delegate_to_pair!();
 }
 
 pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "gan2d",
         family: "gan",
+        output: Output::Points,
+        capabilities: &[],
+        interpolation: None,
         summary: "MLP GAN on 2-D points (ring8/grid25) for mode-collapse studies; options: minibatch_std, WGAN-GP",
         default_config: |info: &DataInfo| {
             if info.example_shape != [2] {
@@ -198,7 +188,7 @@ pub fn entry() -> ModelEntry {
             Ok(serde_json::to_value(Gan2dConfig::default())?)
         },
         build: |json, device| {
-            let cfg: Gan2dConfig = serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("gan2d config: {e}")))?;
+            let cfg: Gan2dConfig = genmodels_core::model::parse_config("gan2d", json)?;
             Ok(Box::new(Gan2d::new(cfg, device)?))
         },
     }

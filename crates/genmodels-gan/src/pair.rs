@@ -17,6 +17,30 @@ pub struct GanPair {
     d_params: Vec<Tensor>,
 }
 
+/// The four [`Model`](genmodels_core::model::Model) methods every GAN delegates to its
+/// `pair` field (stores, G's EMA, both optimisers), written once. Use inside `impl Model`.
+macro_rules! delegate_to_pair {
+    () => {
+        fn var_stores(&self) -> Vec<(&str, &tch::nn::VarStore)> {
+            self.pair.var_stores()
+        }
+        fn ema_store(&self) -> Option<&tch::nn::VarStore> {
+            Some(&self.pair.g_vs)
+        }
+        fn save_optimizers(&self, ckpt: &mut genmodels_core::checkpoint::Checkpoint) {
+            self.pair.save_optimizers(ckpt)
+        }
+        fn load_optimizers(
+            &mut self,
+            ckpt: &genmodels_core::checkpoint::Checkpoint,
+            path: &std::path::Path,
+        ) -> genmodels_core::Result<()> {
+            self.pair.load_optimizers(ckpt, path)
+        }
+    };
+}
+pub(crate) use delegate_to_pair;
+
 impl GanPair {
     /// Two empty stores on `device`; `build` creates the networks in them (G first, then D),
     /// and the optimisers are made afterwards over whatever trainable variables were created.
@@ -68,18 +92,8 @@ impl GanPair {
     }
 }
 
-/// `(channels, side)` of square image data, or an error naming the model and what it got.
-pub fn square_image(name: &str, info: &genmodels_core::model::DataInfo) -> Result<(i64, i64)> {
-    match info.example_shape.as_slice() {
-        &[c, h, w] if h == w => Ok((c, h)),
-        &[_, h, w] => Err(genmodels_core::Error::invalid(format!(
-            "{name} needs square images, got {h}x{w}"
-        ))),
-        s => Err(genmodels_core::Error::invalid(format!(
-            "{name} needs image data [C, H, W], got examples of shape {s:?}"
-        ))),
-    }
-}
+/// `(channels, side)` of square image data (the core's check, re-exported for the family).
+pub use genmodels_core::model::square_image;
 
 /// Splits a batch of `n` into `k` equal critic minibatches (the remainder is dropped), so that
 /// each critic update of WGAN-GP / BigGAN sees fresh real data, as in the papers' algorithms.

@@ -19,15 +19,13 @@
 //! training step counter is a (non-trained) variable, so a checkpoint knows its stage.
 
 use crate::pair::GanPair;
-use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{gradient_penalty, GanLoss};
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tch::nn::{self, VarStore};
+use tch::nn::{self};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -472,27 +470,16 @@ impl Model for ProGan {
         Ok(Some(self.generate(&z)?))
     }
 
-    fn var_stores(&self) -> Vec<(&str, &VarStore)> {
-        self.pair.var_stores()
-    }
-
-    fn ema_store(&self) -> Option<&VarStore> {
-        Some(&self.pair.g_vs)
-    }
-
-    fn save_optimizers(&self, ckpt: &mut Checkpoint) {
-        self.pair.save_optimizers(ckpt)
-    }
-
-    fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
-        self.pair.load_optimizers(ckpt, path)
-    }
+    crate::pair::delegate_to_pair!();
 }
 
 pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "progan",
         family: "gan",
+        output: Output::Images,
+        capabilities: &[Capability::Interpolation],
+        interpolation: Some("slerp in z"),
         summary: "Progressive GAN (Karras et al. 2018): 4x4 -> 32x32 with fade-in, equalised lr, pixel norm, minibatch std, WGAN-GP + drift; train for phase_steps * (1 + 2k) steps",
         default_config: |info: &DataInfo| {
             let (c, h) = crate::pair::square_image("ProGAN", info)?;
@@ -501,7 +488,7 @@ pub fn entry() -> ModelEntry {
             Ok(serde_json::to_value(cfg)?)
         },
         build: |json, device| {
-            let cfg: ProGanConfig = serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("ProGAN config: {e}")))?;
+            let cfg: ProGanConfig = genmodels_core::model::parse_config("ProGAN", json)?;
             Ok(Box::new(ProGan::new(cfg, device)?))
         },
     }
@@ -510,6 +497,8 @@ pub fn entry() -> ModelEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use genmodels_core::checkpoint::Checkpoint;
+    use tch::nn::VarStore;
 
     fn tiny() -> ProGanConfig {
         ProGanConfig {

@@ -26,16 +26,14 @@
 //! not 4 * 2^k are padded with the background value and cropped back, as in `progan`.
 
 use crate::pair::GanPair;
-use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{r1_penalty, GanLoss};
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::samplers::truncate_toward;
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tch::nn::{self, VarStore};
+use tch::nn::{self};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -685,27 +683,16 @@ impl Model for StyleGan {
         Ok(Some(self.crop(&img)?.clamp(-1.0, 1.0)))
     }
 
-    fn var_stores(&self) -> Vec<(&str, &VarStore)> {
-        self.pair.var_stores()
-    }
-
-    fn ema_store(&self) -> Option<&VarStore> {
-        Some(&self.pair.g_vs)
-    }
-
-    fn save_optimizers(&self, ckpt: &mut Checkpoint) {
-        self.pair.save_optimizers(ckpt)
-    }
-
-    fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
-        self.pair.load_optimizers(ckpt, path)
-    }
+    crate::pair::delegate_to_pair!();
 }
 
 pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "stylegan2",
         family: "gan",
+        output: Output::Images,
+        capabilities: &[Capability::Interpolation],
+        interpolation: Some("linearly in W"),
         summary: "StyleGAN2 (Karras et al. 2020): mapping network, modulated/demodulated convs, noise, skip G, residual D, style mixing, lazy R1, path length (off by default), truncation in W",
         default_config: |info: &DataInfo| {
             let (c, h) = crate::pair::square_image("StyleGAN", info)?;
@@ -714,7 +701,7 @@ pub fn entry() -> ModelEntry {
             Ok(serde_json::to_value(cfg)?)
         },
         build: |json, device| {
-            let cfg: StyleGanConfig = serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("StyleGAN config: {e}")))?;
+            let cfg: StyleGanConfig = genmodels_core::model::parse_config("StyleGAN", json)?;
             Ok(Box::new(StyleGan::new(cfg, device)?))
         },
     }
@@ -723,6 +710,7 @@ pub fn entry() -> ModelEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::nn::VarStore;
 
     fn tiny() -> StyleGanConfig {
         StyleGanConfig {

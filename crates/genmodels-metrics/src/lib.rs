@@ -27,6 +27,7 @@ pub mod kid;
 pub mod lpips;
 pub mod novelty;
 pub mod np_random;
+pub mod pipeline;
 pub mod prdc;
 pub mod report;
 pub mod resize;

@@ -16,7 +16,6 @@
 use crate::fid::{frechet_distance, FeatureStats};
 use crate::{features_f64, Error, Result};
 use genmodels_core::data::MixtureKind;
-use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 const BLOCK: i64 = 2048;
@@ -40,18 +39,8 @@ pub fn nearest_distances(queries: &Tensor, reference: &Tensor) -> Result<Tensor>
     Ok(Tensor::cat(&parts, 0))
 }
 
-/// Memorisation summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct Memorisation {
-    /// Share of generated samples closer to the training set than 99% of held-out real samples.
-    pub near_copy_share: f64,
-    /// The threshold used: the 1% quantile of held-out -> training nearest distances.
-    pub threshold: f64,
-    /// Median nearest-training distance of generated samples.
-    pub fake_median: f64,
-    /// Median nearest-training distance of held-out real samples.
-    pub heldout_median: f64,
-}
+/// Memorisation summary (the report contract).
+pub use genmodels_contracts::reports::Memorisation;
 
 /// Compares generated and held-out samples by their nearest-training distances.
 pub fn memorisation(fake: &Tensor, train: &Tensor, heldout: &Tensor) -> Result<Memorisation> {
@@ -112,18 +101,8 @@ pub fn mifid(real: &Tensor, fake: &Tensor, eps: f64) -> Result<f64> {
     Ok(fid / (mean_min_cosine_distance(real, fake, eps)? + 10e-15))
 }
 
-/// Mode coverage on a synthetic mixture.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModeCoverage {
-    pub modes: usize,
-    pub modes_covered: usize,
-    /// Share of samples within 3 standard deviations of a mode.
-    pub high_quality_share: f64,
-    /// KL(histogram of high-quality samples over modes || uniform), in nats.
-    pub kl_to_uniform: f64,
-    /// High-quality samples per mode.
-    pub counts: Vec<i64>,
-}
+/// Mode coverage on a synthetic mixture (the report contract).
+pub use genmodels_contracts::reports::ModeCoverage;
 
 /// Mode coverage of 2-D samples `[N, 2]` for a mixture.
 pub fn mode_coverage(samples: &Tensor, kind: MixtureKind, min_count: i64) -> Result<ModeCoverage> {

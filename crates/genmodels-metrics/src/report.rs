@@ -6,24 +6,10 @@ use crate::kid::{kid, KidConfig};
 use crate::prdc::{density_coverage, precision_recall};
 use crate::{Error, Result};
 use genmodels_core::data::Dataset;
-use serde::Serialize;
 use tch::{Kind, Tensor};
 
-/// The scores of one comparison, as written to JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct MetricsReport {
-    pub fid: f64,
-    pub kid_mean: f64,
-    pub kid_std: f64,
-    pub kid_subset_size: usize,
-    pub precision: f64,
-    pub recall: f64,
-    pub density: f64,
-    pub coverage: f64,
-    pub num_real: usize,
-    pub num_fake: usize,
-    pub feature_network: String,
-}
+/// The scores of one comparison, as written to JSON (the report contract).
+pub use genmodels_contracts::reports::ImageMetricsReport as MetricsReport;
 
 /// Features `[N, D]` of the first `limit` examples of an image dataset (values in [-1, 1]),
 /// `batch` at a time; `progress` is told how many images are done after each batch.
@@ -113,6 +99,8 @@ pub fn compare(real: &Tensor, fake: &Tensor, feature_network: &str) -> Result<Me
         num_real: nr,
         num_fake: nf,
         feature_network: feature_network.to_string(),
+        domain: None,
+        memorisation: None,
     })
 }
 

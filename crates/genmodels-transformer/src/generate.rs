@@ -3,29 +3,10 @@
 //! through a callback (which is also how tokens are streamed and stop sequences are matched).
 
 use crate::gpt::{Gpt, KvCache};
-use genmodels_core::samplers::LogitsProcessor;
 use genmodels_core::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
-/// Generation settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerateConfig {
-    pub max_new_tokens: usize,
-    pub processor: LogitsProcessor,
-    /// Keep keys and values of past tokens (the fast path); off recomputes the whole context
-    /// at every step, as nanoGPT's `generate` does.
-    pub use_cache: bool,
-}
-
-impl Default for GenerateConfig {
-    fn default() -> Self {
-        GenerateConfig {
-            max_new_tokens: 100,
-            processor: LogitsProcessor::default(),
-            use_cache: true,
-        }
-    }
-}
+pub use genmodels_core::samplers::GenerateConfig;
 
 /// Generates up to `max_new_tokens` after each prompt. `on_token(row, token)` sees every new
 /// token of every unfinished row in order and returns true to finish that row (stop sequence,

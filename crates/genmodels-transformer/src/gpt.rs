@@ -20,7 +20,9 @@
 
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::{Batch, Vocab};
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{
+    Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples, TextModel,
+};
 use genmodels_core::optim::{Adam, AdamConfig, StepCtx};
 use genmodels_core::samplers::LogitsProcessor;
 use genmodels_core::{Error, Result};
@@ -720,6 +722,10 @@ impl GptModel {
 }
 
 impl Model for GptModel {
+    fn as_text(&mut self) -> Option<&mut dyn TextModel> {
+        Some(self)
+    }
+
     fn name(&self) -> &str {
         self.name
     }
@@ -768,6 +774,34 @@ impl Model for GptModel {
     }
 }
 
+impl TextModel for GptModel {
+    fn vocab(&self) -> Option<&Vocab> {
+        self.gpt.cfg.vocab.as_ref()
+    }
+
+    fn block_size(&self) -> usize {
+        self.gpt.cfg.block_size as usize
+    }
+
+    fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        cfg: &GenerateConfig,
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Result<Vec<Vec<u32>>> {
+        generate(&self.gpt, prompts, cfg, on_token)
+    }
+
+    fn sequence_nll(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(f64, usize)> {
+        sequence_nll(&self.gpt, tokens, batch, progress)
+    }
+}
+
 fn text_config(name: &str, info: &DataInfo, base: GptConfig) -> Result<serde_json::Value> {
     let v = info.vocab_size.ok_or_else(|| {
         Error::invalid(format!(
@@ -785,8 +819,7 @@ fn text_config(name: &str, info: &DataInfo, base: GptConfig) -> Result<serde_jso
 }
 
 fn build(name: &'static str, json: &serde_json::Value, device: Device) -> Result<Box<dyn Model>> {
-    let cfg: GptConfig = serde_json::from_value(json.clone())
-        .map_err(|e| Error::invalid(format!("{name} config: {e}")))?;
+    let cfg: GptConfig = genmodels_core::model::parse_config("{name}", json)?;
     Ok(Box::new(GptModel::new(name, cfg, device)?))
 }
 
@@ -795,6 +828,9 @@ pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "gpt",
         family: "transformer",
+        output: Output::Text,
+        capabilities: &[Capability::Likelihood, Capability::TextGeneration],
+        interpolation: None,
         summary: "GPT decoder (nanoGPT shakespeare_char: 6 layers x 6 heads x 384, context 256, dropout 0.2, AdamW 1e-3); options: rotary, rms_norm, swiglu",
         default_config: |info| text_config("gpt", info, GptConfig::char_small()),
         build: |json, device| build("gpt", json, device),
@@ -806,6 +842,9 @@ pub fn mini_entry() -> ModelEntry {
     ModelEntry {
         name: "gpt-mini",
         family: "transformer",
+        output: Output::Text,
+        capabilities: &[Capability::Likelihood, Capability::TextGeneration],
+        interpolation: None,
         summary: "GPT decoder, nanoGPT's CPU configuration (4 layers x 4 heads x 128, context 64, no dropout, AdamW 1e-3)",
         default_config: |info| text_config("gpt-mini", info, GptConfig::cpu_mini()),
         build: |json, device| build("gpt-mini", json, device),

@@ -119,3 +119,15 @@ pub fn load_gpt2(dir: &Path, device: Device) -> Result<(Gpt, VarStore)> {
     }
     Ok((gpt, vs))
 }
+/// Imports a GPT-2 folder as a run folder `out` (a checkpoint of the registered `gpt` model,
+/// without training state), so every text verb works on it. Returns the imported config.
+pub fn import_as_run(dir: &Path, out: &Path) -> Result<GptConfig> {
+    use genmodels_core::checkpoint::{Checkpoint, TrainState};
+    let (gpt, vs) = load_gpt2(dir, Device::Cpu)?;
+    let config = serde_json::to_value(&gpt.cfg)?;
+    let mut ck = Checkpoint::new(crate::gpt::entry().name, config, TrainState::default());
+    ck.add_var_store("model/gpt", &vs);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    ck.save(&genmodels_core::run::RunLayout::new(out).checkpoint())?;
+    Ok(gpt.cfg)
+}

@@ -15,16 +15,7 @@ pub mod vaegan;
 pub mod vqvae;
 
 use genmodels_core::model::{DataInfo, ModelEntry};
-use genmodels_core::{Error, Result};
-
-/// A model's config from the JSON stored in its checkpoint (or given on the command line), with
-/// the model named in the error.
-pub(crate) fn config_from<T: serde::de::DeserializeOwned>(
-    json: &serde_json::Value,
-    name: &str,
-) -> Result<T> {
-    serde_json::from_value(json.clone()).map_err(|e| Error::invalid(format!("{name} config: {e}")))
-}
+use genmodels_core::Result;
 
 /// A model's default config for square image data `[C, H, H]`: `make(C, H)`, or an error that
 /// names the model and the shape it got.
@@ -33,12 +24,8 @@ pub(crate) fn image_config<T: serde::Serialize>(
     name: &str,
     make: impl FnOnce(i64, i64) -> T,
 ) -> Result<serde_json::Value> {
-    match info.example_shape.as_slice() {
-        &[c, h, w] if h == w => Ok(serde_json::to_value(make(c, h))?),
-        s => Err(Error::invalid(format!(
-            "{name} needs square image data [C, H, W], got examples of shape {s:?}"
-        ))),
-    }
+    let (c, h) = genmodels_core::model::square_image(name, info)?;
+    Ok(serde_json::to_value(make(c, h))?)
 }
 
 /// The models of this family, for the `genmodels` command line.

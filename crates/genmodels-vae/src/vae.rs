@@ -20,7 +20,10 @@
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{bernoulli_log_likelihood, gaussian_kl};
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{
+    Capability, DataInfo, Likelihood, Losses, Model, ModelEntry, Output, Reconstruct, Samples,
+    Traversal,
+};
 use genmodels_core::optim::{Adam, AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -366,6 +369,18 @@ impl Vae {
 }
 
 impl Model for Vae {
+    fn as_likelihood(&mut self) -> Option<&mut dyn Likelihood> {
+        Some(self)
+    }
+
+    fn as_reconstruct(&mut self) -> Option<&mut dyn Reconstruct> {
+        Some(self)
+    }
+
+    fn as_traversal(&mut self) -> Option<&mut dyn Traversal> {
+        Some(self)
+    }
+
     fn name(&self) -> &str {
         self.name
     }
@@ -445,14 +460,66 @@ fn default_for(info: &DataInfo, name: &str, base: VaeConfig) -> Result<serde_jso
 }
 
 fn build(name: &'static str, json: &serde_json::Value, device: Device) -> Result<Box<dyn Model>> {
-    let cfg: VaeConfig = crate::config_from(json, name)?;
+    let cfg: VaeConfig = genmodels_core::model::parse_config(name, json)?;
     Ok(Box::new(Vae::new(name, cfg, device)?))
+}
+
+impl Likelihood for Vae {
+    fn prepare(&self, x: &Tensor) -> Result<Tensor> {
+        self.targets(x)
+    }
+
+    fn preparation(&self) -> String {
+        if self.cfg.binarize {
+            "dynamic binarisation (pixels drawn to {0, 1} with their intensity), drawn once".into()
+        } else {
+            "none (intensities in [0, 1])".into()
+        }
+    }
+
+    fn log_likelihood(&self, x: &Tensor, samples: i64) -> Result<Tensor> {
+        // Importance samples per forward pass: about half a million decoder rows at a time.
+        let rows = x.size()[0].max(1);
+        let chunk = (500_000 / rows).clamp(1, samples.max(1));
+        Vae::log_likelihood(self, x, samples, chunk)
+    }
+
+    fn bound(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(tch::no_grad(|| self.log_weights(x, 1)).squeeze_dim(0))
+    }
+
+    fn posterior_means(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(tch::no_grad(|| self.encode(x).0)))
+    }
+}
+
+impl Reconstruct for Vae {
+    fn reconstruct(&mut self, x: &Tensor) -> Result<Tensor> {
+        Vae::reconstruct(self, x)
+    }
+}
+
+impl Traversal for Vae {
+    fn latent_dims(&self) -> i64 {
+        self.cfg.z_dim
+    }
+
+    fn unit_activity(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(Vae::unit_activity(self, &self.targets(x)?))
+    }
+
+    fn traversal(&self, x: &Tensor, dims: &[i64], steps: i64, range: f64) -> Result<Tensor> {
+        Vae::traversal(self, &self.targets(x)?, dims, steps, range)
+    }
 }
 
 pub fn vae_entry() -> ModelEntry {
     ModelEntry {
         name: "vae",
         family: "vae",
+        output: Output::Images,
+        capabilities: &[Capability::Interpolation, Capability::Likelihood, Capability::Reconstruction, Capability::Traversal],
+        interpolation: Some("slerp in z"),
         summary: "VAE (Kingma & Welling 2014): Gaussian encoder, Bernoulli decoder on dynamically binarised images, ELBO",
         default_config: |info| default_for(info, "vae", VaeConfig::default()),
         build: |json, device| build("vae", json, device),
@@ -463,6 +530,9 @@ pub fn beta_vae_entry() -> ModelEntry {
     ModelEntry {
         name: "beta-vae",
         family: "vae",
+        output: Output::Images,
+        capabilities: &[Capability::Interpolation, Capability::Likelihood, Capability::Reconstruction, Capability::Traversal],
+        interpolation: Some("slerp in z"),
         summary: "beta-VAE (Higgins et al. 2017): the VAE with the KL weighted by beta (4); latent traversals",
         default_config: |info| {
             default_for(
@@ -482,6 +552,14 @@ pub fn iwae_entry() -> ModelEntry {
     ModelEntry {
         name: "iwae",
         family: "vae",
+        output: Output::Images,
+        capabilities: &[
+            Capability::Interpolation,
+            Capability::Likelihood,
+            Capability::Reconstruction,
+            Capability::Traversal,
+        ],
+        interpolation: Some("slerp in z"),
         summary: "IWAE (Burda et al. 2016): the importance-weighted bound with k = 50 samples",
         default_config: |info| {
             default_for(

@@ -25,7 +25,9 @@
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::gaussian_kl;
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{
+    Capability, DataInfo, Losses, Model, ModelEntry, Output, Reconstruct, Samples,
+};
 use genmodels_core::optim::{Adam, AdamConfig, Frozen, StepCtx};
 use genmodels_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -310,6 +312,10 @@ impl VaeGan {
 }
 
 impl Model for VaeGan {
+    fn as_reconstruct(&mut self) -> Option<&mut dyn Reconstruct> {
+        Some(self)
+    }
+
     fn name(&self) -> &str {
         "vaegan"
     }
@@ -404,10 +410,19 @@ impl Model for VaeGan {
     }
 }
 
+impl Reconstruct for VaeGan {
+    fn reconstruct(&mut self, x: &Tensor) -> Result<Tensor> {
+        VaeGan::reconstruct(self, x)
+    }
+}
+
 pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "vaegan",
         family: "vae",
+        output: Output::Images,
+        capabilities: &[Capability::Interpolation, Capability::Reconstruction],
+        interpolation: Some("slerp in z"),
         summary: "VAE-GAN (Larsen et al. 2016): VAE decoder as GAN generator, reconstruction in D's feature space",
         default_config: |info: &DataInfo| {
             crate::image_config(info, "vaegan", |channels, image_size| VaeGanConfig {
@@ -417,7 +432,7 @@ pub fn entry() -> ModelEntry {
             })
         },
         build: |json, device| {
-            let cfg: VaeGanConfig = crate::config_from(json, "vaegan")?;
+            let cfg: VaeGanConfig = genmodels_core::model::parse_config("vaegan", json)?;
             Ok(Box::new(VaeGan::new(cfg, device)?))
         },
     }

@@ -20,7 +20,10 @@
 
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
-use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Samples};
+use genmodels_core::model::{
+    Capability, Codebook as CodebookCapability, DataInfo, Losses, Model, ModelEntry, Output,
+    Reconstruct, Samples,
+};
 use genmodels_core::optim::{Adam, AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
 use genmodels_transformer::generate::{generate, GenerateConfig};
@@ -506,6 +509,14 @@ impl VqVae {
 }
 
 impl Model for VqVae {
+    fn as_reconstruct(&mut self) -> Option<&mut dyn Reconstruct> {
+        Some(self)
+    }
+
+    fn as_codebook(&mut self) -> Option<&mut dyn CodebookCapability> {
+        Some(self)
+    }
+
     fn name(&self) -> &str {
         "vqvae"
     }
@@ -566,10 +577,41 @@ impl Model for VqVae {
     }
 }
 
+impl Reconstruct for VqVae {
+    fn reconstruct(&mut self, x: &Tensor) -> Result<Tensor> {
+        VqVae::reconstruct(self, x)
+    }
+}
+
+impl CodebookCapability for VqVae {
+    fn num_codes(&self) -> i64 {
+        self.cfg.codes
+    }
+
+    fn encode_codes(&self, x: &Tensor) -> Result<Tensor> {
+        VqVae::encode_codes(self, x)
+    }
+
+    fn decode_codes(&self, codes: &Tensor) -> Result<Tensor> {
+        Ok(VqVae::decode_codes(self, codes))
+    }
+
+    fn perplexity(&self, codes: &Tensor) -> f64 {
+        VqVae::perplexity(self, codes)
+    }
+
+    fn prior_nll(&self, codes: &Tensor) -> Result<f64> {
+        Ok(tch::no_grad(|| VqVae::prior_nll(self, codes, false))?.double_value(&[]))
+    }
+}
+
 pub fn entry() -> ModelEntry {
     ModelEntry {
         name: "vqvae",
         family: "vae",
+        output: Output::Images,
+        capabilities: &[Capability::Reconstruction, Capability::Codebook],
+        interpolation: None,
         summary: "VQ-VAE (van den Oord et al. 2017): EMA codebook, straight-through, commitment 0.25; a GPT prior over the codes from step prior_start",
         default_config: |info: &DataInfo| {
             crate::image_config(info, "vqvae", |channels, image_size| VqVaeConfig {
@@ -579,7 +621,7 @@ pub fn entry() -> ModelEntry {
             })
         },
         build: |json, device| {
-            let cfg: VqVaeConfig = crate::config_from(json, "vqvae")?;
+            let cfg: VqVaeConfig = genmodels_core::model::parse_config("vqvae", json)?;
             Ok(Box::new(VqVae::new(cfg, device)?))
         },
     }

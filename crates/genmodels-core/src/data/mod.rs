@@ -51,4 +51,4 @@ pub fn u8_to_unit(v: u8) -> f32 {
 
 mod spec;
 pub use loader::shared;
-pub use spec::{DataSpec, OpenData, DATA_HELP};
+pub use spec::{portable_spec, recorded_spec, DataSpec, OpenData, DATA_HELP};

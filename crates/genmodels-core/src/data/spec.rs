@@ -212,6 +212,41 @@ impl DataSpec {
         )))
     }
 
+    /// The spec string that parses back to this spec (for specs stored by older versions, which
+    /// kept the resolved value rather than the string).
+    pub fn to_spec_string(&self) -> String {
+        match self {
+            DataSpec::Idx { dir, test } => {
+                format!("idx:{}{}", dir.display(), if *test { ":test" } else { "" })
+            }
+            DataSpec::Folder {
+                dir,
+                size,
+                channels,
+            } => format!("folder:{}:{size}:{channels}", dir.display()),
+            DataSpec::Csv { path } => format!("csv:{}", path.display()),
+            DataSpec::Mixture { mixture, .. } => mixture.name().to_string(),
+            DataSpec::Text { path, vocab, .. } => format!(
+                "text:{}:{}",
+                path.display(),
+                match vocab {
+                    VocabKind::Char => "char".to_string(),
+                    VocabKind::Byte => "byte".to_string(),
+                    VocabKind::Bpe(n) => format!("bpe={n}"),
+                }
+            ),
+            DataSpec::Classes { inner, classes } => format!(
+                "{}@{}",
+                inner.to_spec_string(),
+                classes
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+
     /// Opens the fixed-shape dataset behind an image or point spec.
     pub fn dataset(&self) -> Result<DynDataset> {
         Ok(match self {
@@ -291,6 +326,62 @@ impl DataSpec {
             )?))),
             _ => Ok(OpenData::Fixed(self.dataset()?)),
         }
+    }
+}
+
+/// Names that resolve inside the asset folder (or are synthetic): a run stores them as written.
+const NAMED: [&str; 7] = [
+    "fashion-mnist",
+    "mnist-5k",
+    "digits",
+    "moby-dick",
+    "kjv",
+    "ring8",
+    "grid25",
+];
+
+/// A spec as a run folder stores it: named data exactly as written (they resolve against the
+/// asset folder of whichever machine opens the run), file and folder paths made absolute (so
+/// the run does not depend on the directory it was started from). Checks the spec parses.
+pub fn portable_spec(s: &str) -> Result<String> {
+    DataSpec::parse(s)?;
+    let (body, classes) = match s.rsplit_once('@') {
+        Some((b, c)) => (b, Some(c)),
+        None => (s, None),
+    };
+    let (head, rest) = body.split_once(':').unwrap_or((body, ""));
+    let abs = |p: &str| -> Result<String> {
+        Ok(std::path::absolute(p)
+            .map_err(|e| Error::io(p, e))?
+            .display()
+            .to_string())
+    };
+    let out = match head {
+        "idx" | "folder" | "csv" | "text" => {
+            let (path, tail) = match rest.split_once(':') {
+                Some((p, t)) => (p, format!(":{t}")),
+                None => (rest, String::new()),
+            };
+            format!("{head}:{}{tail}", abs(path)?)
+        }
+        h if NAMED.contains(&h) => body.to_string(),
+        _ => abs(body)?,
+    };
+    Ok(match classes {
+        Some(c) => format!("{out}@{c}"),
+        None => out,
+    })
+}
+
+/// The data spec a checkpoint's training state records: the string (current runs) or the
+/// resolved spec that older versions stored.
+pub fn recorded_spec(v: &serde_json::Value) -> Result<String> {
+    match v {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Null => Err(Error::invalid("the run records no data spec")),
+        other => Ok(serde_json::from_value::<DataSpec>(other.clone())
+            .map_err(|e| Error::invalid(format!("the run's recorded data does not parse: {e}")))?
+            .to_spec_string()),
     }
 }
 
@@ -429,5 +520,36 @@ mod tests {
         let spec = DataSpec::parse("grid25").unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(serde_json::from_value::<DataSpec>(json).unwrap(), spec);
+    }
+
+    #[test]
+    fn runs_store_named_data_as_written_and_paths_absolute() {
+        assert_eq!(portable_spec("grid25@1,2").unwrap(), "grid25@1,2");
+        assert_eq!(
+            portable_spec("moby-dick:bpe=500").unwrap(),
+            "moby-dick:bpe=500"
+        );
+        let here = std::env::current_dir().unwrap();
+        let want = format!("folder:{}:28:1", here.join("imgs").display());
+        assert_eq!(portable_spec("folder:imgs:28:1").unwrap(), want);
+        for s in [
+            "idx:/x/y:test",
+            "folder:/x:64:1",
+            "csv:/a.csv",
+            "text:/a.txt:bpe=300",
+            "ring8@1,2",
+        ] {
+            let spec = DataSpec::parse(s).unwrap();
+            assert_eq!(
+                DataSpec::parse(&spec.to_spec_string()).unwrap(),
+                spec,
+                "{s}"
+            );
+            let old = serde_json::to_value(&spec).unwrap();
+            assert_eq!(
+                DataSpec::parse(&recorded_spec(&old).unwrap()).unwrap(),
+                spec
+            );
+        }
     }
 }

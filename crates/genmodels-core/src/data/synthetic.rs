@@ -17,6 +17,14 @@ pub enum MixtureKind {
 
 impl MixtureKind {
     /// Parses `ring8` / `grid25`.
+    /// The name [`MixtureKind::parse`] takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            MixtureKind::Ring8 => "ring8",
+            MixtureKind::Grid25 => "grid25",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "ring8" | "ring-8" => Ok(MixtureKind::Ring8),

@@ -1,0 +1,156 @@
+//! `genmodels cas`: Classification Accuracy Score of any class-conditional run.
+
+use crate::common::{bar, device, open_for_sampling, registry, write_json};
+use anyhow::{bail, Result};
+use clap::Args;
+use genmodels_contracts::reports::CasReport;
+use genmodels_core::data::{DataSpec, Dataset, DynDataset, InMemory, Subset};
+use genmodels_core::device::seed_everything;
+use genmodels_core::model::Capability;
+use genmodels_metrics::classifier::{classification_accuracy_score, ClassifierConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct CasArgs {
+    /// A class-conditional run folder.
+    run_dir: PathBuf,
+    /// Real labelled training images (baseline, and `--mix`).
+    #[arg(long, default_value = "fashion-mnist")]
+    real: String,
+    /// Real labelled test images.
+    #[arg(long, default_value = "fashion-mnist:test")]
+    test: String,
+    /// Generated images (balanced over classes); the baseline uses as many real ones.
+    #[arg(short, long, default_value_t = 10_000)]
+    n: usize,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Truncation threshold for the generated latents (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    truncation: f64,
+    /// Also train on real + generated (data augmentation) and report it.
+    #[arg(long)]
+    mix: bool,
+    /// Write the scores as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// Two labelled datasets one after the other.
+struct Concat(DynDataset, DynDataset);
+
+impl Dataset for Concat {
+    fn len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+    fn example_shape(&self) -> Vec<i64> {
+        self.0.example_shape()
+    }
+    fn num_classes(&self) -> Option<usize> {
+        self.0.num_classes()
+    }
+    fn get(&self, i: usize, o: &mut [f32]) -> genmodels_core::Result<Option<i64>> {
+        if i < self.0.len() {
+            self.0.get(i, o)
+        } else {
+            self.1.get(i - self.0.len(), o)
+        }
+    }
+    fn describe(&self) -> String {
+        format!("{} + {}", self.0.describe(), self.1.describe())
+    }
+}
+
+pub fn cas(a: CasArgs) -> Result<()> {
+    if a.n == 0 || a.epochs == 0 {
+        bail!("-n and --epochs must be at least 1");
+    }
+    let reg = registry();
+    let device = device(a.device.as_deref())?;
+    let mut run = open_for_sampling(&a.run_dir, &reg, device, false)?;
+    let name = run.name();
+    let Some(g) = run.model.as_class_conditional() else {
+        bail!(reg.lacks("cas", Capability::ClassConditional, name));
+    };
+    let real = DataSpec::parse(&a.real)?.dataset()?;
+    let test = DataSpec::parse(&a.test)?.dataset()?;
+    let k = g.num_classes() as usize;
+    if real.num_classes() != Some(k) || test.num_classes() != Some(k) {
+        bail!("the run has {k} classes; --real and --test must be labelled with the same classes");
+    }
+    seed_everything(a.seed);
+    let b = bar(a.n as u64, "generating");
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < a.n {
+        let m = 500.min(a.n - done);
+        let y: Vec<i64> = (done..done + m).map(|i| (i % k) as i64).collect();
+        let y = tch::Tensor::from_slice(&y).to_device(device);
+        xs.push(
+            g.sample_classes(&y, a.truncation)?
+                .to_device(tch::Device::Cpu),
+        );
+        ys.push(y.to_device(tch::Device::Cpu));
+        done += m;
+        b.set_position(done as u64);
+    }
+    b.finish();
+    let fake: DynDataset = Arc::new(InMemory::new(
+        &tch::Tensor::cat(&xs, 0),
+        &tch::Tensor::cat(&ys, 0),
+        k,
+        "generated",
+    )?);
+    let n_real = a.n.min(real.len());
+    let real_sub: DynDataset = Arc::new(Subset::new(real.clone(), (0..n_real).collect())?);
+    let shape = real.example_shape();
+    let ccfg = ClassifierConfig {
+        channels: shape[0],
+        image_size: shape[1],
+        classes: k as i64,
+        feature_dim: 128,
+    };
+    let t0 = std::time::Instant::now();
+    let score = |train: DynDataset, what: &str| -> Result<f64> {
+        eprintln!("training the classifier on {what} ...");
+        Ok(classification_accuracy_score(
+            ccfg.clone(),
+            train,
+            test.as_ref(),
+            a.epochs,
+            a.seed,
+            device,
+        )?)
+    };
+    let cas = score(fake.clone(), "generated images")?;
+    let base = score(real_sub.clone(), "real images")?;
+    println!("CAS (train on {} generated, test on real)  {cas:.4}", a.n);
+    println!("baseline (train on {n_real} real)           {base:.4}");
+    let mixed = if a.mix {
+        let m = score(Arc::new(Concat(real_sub, fake)), "real + generated images")?;
+        println!("real + generated                         {m:.4}");
+        Some(m)
+    } else {
+        None
+    };
+    eprintln!("({:.0}s)", t0.elapsed().as_secs_f64());
+    if let Some(p) = &a.json {
+        write_json(
+            p,
+            &CasReport {
+                cas,
+                real_baseline: base,
+                num_train: a.n,
+                epochs: a.epochs,
+                truncation: a.truncation,
+                real_plus_generated: mixed,
+            },
+        )?;
+    }
+    Ok(())
+}

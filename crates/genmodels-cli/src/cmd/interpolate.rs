@@ -1,0 +1,49 @@
+//! `genmodels interpolate`: latent walks of any model with the interpolation capability.
+
+use crate::common::{device, open_for_sampling, parent_dir, registry};
+use anyhow::{bail, Result};
+use clap::Args;
+use genmodels_core::device::seed_everything;
+use genmodels_core::model::Capability;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct InterpolateArgs {
+    run_dir: PathBuf,
+    /// Output PNG.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    rows: usize,
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    device: Option<String>,
+    /// Use the raw weights even when the checkpoint holds an EMA.
+    #[arg(long)]
+    no_ema: bool,
+}
+
+pub fn interpolate(a: InterpolateArgs) -> Result<()> {
+    if a.rows == 0 || a.steps < 2 {
+        bail!("--rows must be at least 1 and --steps at least 2");
+    }
+    let reg = registry();
+    let device = device(a.device.as_deref())?;
+    let mut run = open_for_sampling(&a.run_dir, &reg, device, a.no_ema)?;
+    seed_everything(a.seed);
+    let Some(grid) = run.model.interpolate(a.rows, a.steps)? else {
+        bail!(reg.lacks("interpolate", Capability::Interpolation, run.name()));
+    };
+    parent_dir(&a.out)?;
+    genmodels_core::image_io::save_grid(&grid, a.steps as i64, 2, &a.out)?;
+    println!(
+        "wrote a {} x {} interpolation grid to {}",
+        a.rows,
+        a.steps,
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! One module per verb: its arguments and its pipeline.
+
+pub mod cas;
+pub mod classifier;
+pub mod generate;
+pub mod import;
+pub mod interpolate;
+pub mod list;
+pub mod metrics;
+pub mod nll;
+pub mod perplexity;
+pub mod reconstruct;
+pub mod sample;
+pub mod train;
+pub mod translate;
+pub mod traverse;

@@ -1,0 +1,114 @@
+//! What every verb shares: the registry, opening a run, progress bars, JSON reports.
+
+use anyhow::{Context, Result};
+use genmodels_core::device::device_from_env_or;
+use genmodels_core::model::Registry;
+use genmodels_core::run::{OpenedRun, Run};
+use std::path::Path;
+
+/// Every model the command line knows, from every family crate. Adding a family is one line
+/// here; adding a model is one line in its family's `entries()`.
+pub fn registry() -> Registry {
+    let mut all = genmodels_gan::entries();
+    all.extend(genmodels_transformer::entries());
+    all.extend(genmodels_vae::entries());
+    Registry::new(all)
+}
+
+/// The device named by `--device` (else `$GENMODELS_DEVICE`, else the best available).
+pub fn device(choice: Option<&str>) -> Result<tch::Device> {
+    Ok(device_from_env_or(choice)?)
+}
+
+/// Opens a run folder with its checkpoint and model, weights loaded for sampling (the EMA when
+/// kept, unless `no_ema`).
+pub fn open_for_sampling<'r>(
+    run_dir: &Path,
+    registry: &'r Registry,
+    device: tch::Device,
+    no_ema: bool,
+) -> Result<OpenedRun<'r>> {
+    let mut run = Run::open_with_model(run_dir, registry, device)?;
+    run.load_for_sampling(no_ema)?;
+    Ok(run)
+}
+
+/// A progress bar on stderr.
+pub fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(len);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>24} [{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b.set_message(what.to_string());
+    b
+}
+
+/// Progress bars for a pipeline of named stages: a new bar whenever the stage changes.
+#[derive(Default)]
+pub struct StageBars {
+    current: Option<(String, indicatif::ProgressBar)>,
+}
+
+impl StageBars {
+    pub fn update(&mut self, stage: &str, done: usize, total: usize) {
+        if self.current.as_ref().is_none_or(|(s, _)| s != stage) {
+            self.finish();
+            self.current = Some((stage.to_string(), bar(total as u64, stage)));
+        }
+        if let Some((_, b)) = &self.current {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((_, b)) = self.current.take() {
+            b.finish();
+        }
+    }
+}
+
+/// Writes a report contract as pretty JSON.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, genmodels_contracts::to_json_pretty(value))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Creates the folder an output file goes into.
+pub fn parent_dir(out: &Path) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Parses a duration such as `90`, `90s`, `10m` or `1.5h` into seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let mult = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}`: use s, m or h (e.g. 90s, 10m)"
+            ))
+        }
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v * mult),
+        _ => Err(format!(
+            "`{s}` is not a duration: expected a non-negative number with s, m or h (e.g. 10m)"
+        )),
+    }
+}

@@ -1,0 +1,186 @@
+//! The JSON files the scoring verbs write (`--json FILE`), one struct per verb.
+
+use serde::{Deserialize, Serialize};
+
+/// `genmodels metrics` on images: the scores in one feature space, plus the optional extras.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageMetricsReport {
+    pub fid: f64,
+    pub kid_mean: f64,
+    pub kid_std: f64,
+    pub kid_subset_size: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub density: f64,
+    pub coverage: f64,
+    pub num_real: usize,
+    pub num_fake: usize,
+    /// The feature network (and its input convention) the scores were computed in.
+    pub feature_network: String,
+    /// Scores in a domain classifier's space (`--classifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainScores>,
+    /// Nearest-training distances (`--train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memorisation: Option<Memorisation>,
+}
+
+/// Scores from a domain classifier: its feature space's FID, its Inception Score and the
+/// generated class histogram against the real one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainScores {
+    pub domain_fid: f64,
+    pub domain_is_mean: f64,
+    pub domain_is_std: f64,
+    /// KL(generated class histogram || real class histogram), nats.
+    pub class_kl: f64,
+    /// Share of generated samples the classifier puts in each class.
+    pub class_histogram: Vec<f64>,
+    pub domain_feature_network: String,
+}
+
+/// Generated samples compared with held-out real ones by their nearest-training distances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memorisation {
+    /// Share of generated samples closer to the training set than 99% of held-out real samples.
+    pub near_copy_share: f64,
+    /// The threshold used: the 1% quantile of held-out -> training nearest distances.
+    pub threshold: f64,
+    /// Median nearest-training distance of generated samples.
+    pub fake_median: f64,
+    /// Median nearest-training distance of held-out real samples.
+    pub heldout_median: f64,
+}
+
+/// Mode coverage of 2-D samples on a Gaussian mixture (`genmodels metrics --real ring8|grid25`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeCoverage {
+    pub modes: usize,
+    pub modes_covered: usize,
+    /// Share of samples within 3 standard deviations of a mode.
+    pub high_quality_share: f64,
+    /// KL(histogram of high-quality samples over modes || uniform), in nats.
+    pub kl_to_uniform: f64,
+    /// High-quality samples per mode.
+    pub counts: Vec<i64>,
+}
+
+/// [`ModeCoverage`] with the mixture it was measured on, as `genmodels metrics` writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeReport {
+    #[serde(flatten)]
+    pub coverage: ModeCoverage,
+    pub num_samples: usize,
+    /// High-quality samples a mode needs to count as covered.
+    pub min_count: i64,
+    pub centers: Vec<[f32; 2]>,
+    pub mode_std: f64,
+}
+
+/// `genmodels nll`: the importance-sampled test log-likelihood of an image model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NllReport {
+    pub model: String,
+    pub data: String,
+    pub n: usize,
+    /// Importance samples per image.
+    pub k: i64,
+    /// Seed of the one binarisation of the test images (independent of `k` and the model).
+    pub seed: u64,
+    pub nll_nats: f64,
+    pub nll_standard_error: f64,
+    /// The same NLL in bits per dimension (nats / (D ln 2)).
+    pub bits_per_dim: f64,
+    /// The one-sample bound.
+    pub negative_elbo_nats: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_units: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub z_dim: Option<i64>,
+    /// Cov_x E_q[z_u] per latent unit.
+    #[serde(default)]
+    pub unit_activity: Vec<f64>,
+    /// How the data were prepared for the likelihood (binarisation).
+    pub preparation: String,
+}
+
+/// `genmodels perplexity`: a text model on a validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerplexityReport {
+    pub tokens: usize,
+    pub loss_nats_per_token: f64,
+    pub perplexity: f64,
+    pub bits_per_token: f64,
+    pub bits_per_char: f64,
+    pub split: String,
+}
+
+/// `genmodels reconstruct`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconstructReport {
+    pub model: String,
+    pub data: String,
+    pub n: usize,
+    /// Mean squared error with pixels in [-1, 1].
+    pub reconstruction_mse: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codebook: Option<CodebookScores>,
+}
+
+/// Codebook usage and the code prior of a discrete-latent model, on the reconstructed images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodebookScores {
+    /// exp(entropy of code usage), at most `codes`.
+    pub codebook_perplexity: f64,
+    pub codes: i64,
+    pub prior_nll_nats_per_code: f64,
+    pub codes_per_image: i64,
+}
+
+/// `genmodels cas`: Classification Accuracy Score of a class-conditional model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CasReport {
+    /// Test accuracy of a classifier trained on generated images.
+    pub cas: f64,
+    /// Test accuracy of the same classifier trained on as many real images.
+    pub real_baseline: f64,
+    pub num_train: usize,
+    pub epochs: usize,
+    pub truncation: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_plus_generated: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_or_missing_field_is_an_error_not_a_nan() {
+        let ok = r#"{"tokens": 10, "loss_nats_per_token": 1.0, "perplexity": 2.7,
+                     "bits_per_token": 1.4, "bits_per_char": 1.4, "split": "val"}"#;
+        assert!(serde_json::from_str::<PerplexityReport>(ok).is_ok());
+        let renamed = ok.replace("perplexity\"", "ppl\"");
+        assert!(serde_json::from_str::<PerplexityReport>(&renamed).is_err());
+    }
+
+    #[test]
+    fn mode_reports_flatten_the_coverage() {
+        let r = ModeReport {
+            coverage: ModeCoverage {
+                modes: 8,
+                modes_covered: 7,
+                high_quality_share: 0.9,
+                kl_to_uniform: 0.1,
+                counts: vec![1; 8],
+            },
+            num_samples: 2500,
+            min_count: 3,
+            centers: vec![[0.0, 1.0]; 8],
+            mode_std: 0.02,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["modes_covered"], 7);
+        assert_eq!(serde_json::from_value::<ModeReport>(v).unwrap(), r);
+    }
+}

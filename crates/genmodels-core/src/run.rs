@@ -1,0 +1,227 @@
+//! A run folder, made in one place: [`Run::create`] opens the data, picks the model's config,
+//! seeds and builds the model and writes the manifest; [`Run::open`] reopens it for `resume`,
+//! `sample` and every scoring verb; [`Run::train`] builds the batch sources (with the seeds
+//! derived once, here) and drives the trainer. `train` and `resume` share all of it, so a
+//! resumed run is exact by construction, not by two copies agreeing.
+//!
+//! The manifest (`run.json`) keeps the data spec as the user wrote it (named data resolve
+//! against the asset folder of whichever machine opens the run), so a run folder copied to
+//! another directory or machine resumes there.
+
+use crate::checkpoint::{write_atomic, Checkpoint};
+use crate::data::{portable_spec, recorded_spec, BatchSource, DataSpec, OpenData};
+use crate::device::{device_name, seed_everything};
+use crate::model::{apply_overrides, load_model_state, Model, ModelEntry, Registry};
+use crate::optim::Ema;
+use crate::train::{TrainSummary, Trainer, TrainerConfig};
+use crate::{Error, Result};
+pub use genmodels_contracts::{layout, RunLayout, RunManifest};
+use std::path::Path;
+use tch::Device;
+
+/// Offset of the validation source's seed from the run's seed.
+const VAL_SEED: u64 = 0x5eed;
+
+/// Where a new run's model config comes from.
+pub enum ConfigSource<'a> {
+    /// The model's defaults for the data, then `key=value` overrides.
+    Defaults(&'a [String]),
+    /// A complete config (from a manifest: `genmodels train --config run.json`).
+    Given(serde_json::Value),
+}
+
+/// A run folder and its manifest.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub layout: RunLayout,
+    pub manifest: RunManifest,
+}
+
+/// A run opened with its checkpoint and its model built (weights not loaded yet).
+pub struct OpenedRun<'r> {
+    pub run: Run,
+    pub checkpoint: Checkpoint,
+    pub entry: &'r ModelEntry,
+    pub model: Box<dyn Model>,
+}
+
+impl Run {
+    /// Creates a run in `dir`: opens `data`, takes the model's config from `config`, seeds
+    /// with the trainer's seed, builds the model, and writes `run.json`. A folder that already
+    /// holds a run is refused unless `force`.
+    pub fn create(
+        dir: &Path,
+        entry: &ModelEntry,
+        data: &str,
+        config: ConfigSource,
+        trainer: TrainerConfig,
+        device: Device,
+        force: bool,
+    ) -> Result<(Run, Box<dyn Model>, OpenData)> {
+        let layout = RunLayout::new(dir);
+        if layout.has_checkpoint() && !force {
+            return Err(Error::invalid(format!(
+                "{d} already holds a run; continue it with `genmodels resume {d}` or start over with --force",
+                d = dir.display()
+            )));
+        }
+        let data = portable_spec(data)?;
+        let opened = DataSpec::parse(&data)?.load()?;
+        let config = match config {
+            ConfigSource::Defaults(overrides) => {
+                let mut c = (entry.default_config)(&opened.info())?;
+                apply_overrides(&mut c, overrides)?;
+                c
+            }
+            ConfigSource::Given(c) => c,
+        };
+        seed_everything(trainer.seed);
+        let model = (entry.build)(&config, device)?;
+        let run = Run {
+            layout,
+            manifest: RunManifest {
+                model: entry.name.into(),
+                family: entry.family.into(),
+                data,
+                config,
+                trainer,
+                device: device_name(device),
+                genmodels_version: env!("CARGO_PKG_VERSION").into(),
+            },
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        run.write_manifest()?;
+        Ok((run, model, opened))
+    }
+
+    /// Opens the run in `dir`: its manifest, or for a folder without one (an imported model,
+    /// a run from an older version) a manifest rebuilt from the checkpoint's metadata.
+    pub fn open(dir: &Path) -> Result<Run> {
+        let layout = RunLayout::new(dir);
+        if !layout.has_checkpoint() {
+            return Err(Error::invalid(format!(
+                "{} holds no {}: not a genmodels run folder",
+                dir.display(),
+                layout::CHECKPOINT
+            )));
+        }
+        let manifest = match std::fs::read_to_string(layout.manifest()) {
+            Ok(text) => serde_json::from_str::<RunManifest>(&text).ok(),
+            Err(_) => None,
+        };
+        let manifest = match manifest {
+            Some(m) => m,
+            None => {
+                let ck = Checkpoint::load(&layout.checkpoint())?;
+                let st = &ck.meta.state;
+                RunManifest {
+                    model: ck.meta.model.clone(),
+                    family: String::new(),
+                    data: recorded_spec(&st.data).unwrap_or_default(),
+                    config: ck.meta.config.clone(),
+                    trainer: serde_json::from_value(st.trainer.clone()).unwrap_or_default(),
+                    device: String::new(),
+                    genmodels_version: String::new(),
+                }
+            }
+        };
+        Ok(Run { layout, manifest })
+    }
+
+    /// Opens the run, its checkpoint and its model (fresh weights: load them with
+    /// [`OpenedRun::load_weights`] or [`OpenedRun::load_for_sampling`]).
+    pub fn open_with_model<'r>(
+        dir: &Path,
+        registry: &'r Registry,
+        device: Device,
+    ) -> Result<OpenedRun<'r>> {
+        let run = Run::open(dir)?;
+        let checkpoint = Checkpoint::load(&run.layout.checkpoint())?;
+        let entry = registry.find(&checkpoint.meta.model)?;
+        let model = (entry.build)(&checkpoint.meta.config, device)?;
+        Ok(OpenedRun {
+            run,
+            checkpoint,
+            entry,
+            model,
+        })
+    }
+
+    /// Writes `run.json` atomically.
+    pub fn write_manifest(&self) -> Result<()> {
+        write_atomic(
+            &self.layout.manifest(),
+            genmodels_contracts::to_json_pretty(&self.manifest).as_bytes(),
+        )
+    }
+
+    /// The run's data, tokenised with the model's own tokenizer when it has one (so a resumed
+    /// text run sees the same token ids).
+    pub fn open_data(&self, model: &mut dyn Model) -> Result<OpenData> {
+        if self.manifest.data.is_empty() {
+            return Err(Error::invalid(format!(
+                "{} records no training data (an imported model); pass the data explicitly",
+                self.layout.dir.display()
+            )));
+        }
+        let vocab = model.as_text().and_then(|t| t.vocab().cloned());
+        DataSpec::parse(&self.manifest.data)?.load_with_vocab(vocab.as_ref())
+    }
+
+    /// Trains `model` on `data` with the manifest's trainer settings, from scratch or from
+    /// `resume_from`; `adjust` sets what each invocation chooses for itself (time budget,
+    /// progress bar). The training and validation sources are made here, from the run's seed.
+    pub fn train(
+        &self,
+        model: &mut dyn Model,
+        data: &OpenData,
+        device: Device,
+        resume_from: Option<&Checkpoint>,
+        adjust: impl FnOnce(&mut TrainerConfig),
+    ) -> Result<TrainSummary> {
+        let mut cfg = self.manifest.trainer.clone();
+        adjust(&mut cfg);
+        let block = model.as_text().map(|t| t.block_size());
+        let mut source = data.source(cfg.batch_size, block, cfg.seed, device)?;
+        let mut val = data.val_source(cfg.batch_size, block, cfg.seed ^ VAL_SEED, device)?;
+        let trainer = Trainer::new(cfg, serde_json::Value::String(self.manifest.data.clone()));
+        trainer.run_with_eval(
+            model,
+            source.as_mut(),
+            val.as_mut().map(|v| v.as_mut() as &mut dyn BatchSource),
+            &self.layout.dir,
+            resume_from,
+        )
+    }
+}
+
+impl OpenedRun<'_> {
+    /// Loads the checkpoint's weights (and optimiser state when `with_optim`).
+    pub fn load_weights(&mut self, with_optim: bool) -> Result<()> {
+        load_model_state(
+            self.model.as_mut(),
+            &self.checkpoint,
+            &self.run.layout.checkpoint(),
+            with_optim,
+        )
+    }
+
+    /// Loads the weights for sampling: the EMA when the checkpoint has one (unless `no_ema`).
+    pub fn load_for_sampling(&mut self, no_ema: bool) -> Result<()> {
+        self.load_weights(false)?;
+        let path = self.run.layout.checkpoint();
+        if !no_ema && self.checkpoint.has_prefix("ema") {
+            if let Some(vs) = self.model.ema_store() {
+                let mut ema = Ema::new(vs, 0.0)?;
+                ema.load_state("ema", &self.checkpoint, &path)?;
+                ema.copy_into_live();
+            }
+        }
+        Ok(())
+    }
+
+    /// The registered model name.
+    pub fn name(&self) -> &'static str {
+        self.entry.name
+    }
+}

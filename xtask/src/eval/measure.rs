@@ -1,0 +1,657 @@
+//! Carries out a recipe's [`Step`]s on its trained run: the `genmodels` commands, the typed
+//! reports they write, the pictures, and the report's headline scores formatted from them.
+
+use super::genmodels::{p, read_report, s, Genmodels};
+use super::plan::Step;
+use super::recipes::Recipe;
+use super::{last_value, Ctx};
+use crate::plot;
+use crate::report::ModelReport;
+use anyhow::{anyhow, bail, Context, Result};
+use genmodels_contracts::layout::RunLayout;
+use genmodels_contracts::reports::{
+    ImageMetricsReport, ModeReport, NllReport, PerplexityReport, ReconstructReport,
+};
+use genmodels_contracts::LogLine;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Seed of the interpolation grid.
+const INTERPOLATION_SEED: u64 = 1;
+/// At most this many images are translated and scored.
+const MAX_TRANSLATED: usize = 1000;
+/// Tokens scored by `perplexity` with `--quick` (all of the validation split otherwise).
+const QUICK_PERPLEXITY_TOKENS: usize = 20_000;
+
+/// The domain-classifier scores, with what they were computed on.
+#[derive(Debug, Clone)]
+pub struct DomainRun {
+    /// Generated (or translated) images scored.
+    pub n: usize,
+    /// The fake set was the translations of [`Step::Translate`].
+    pub translated: bool,
+    pub report: ImageMetricsReport,
+}
+
+/// Everything a recipe's steps measured, as the binary's typed reports.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub domain: Option<DomainRun>,
+    /// Inception FID: (images, report).
+    pub inception: Option<(usize, ImageMetricsReport)>,
+    pub reconstruct: Option<ReconstructReport>,
+    pub nll: Option<NllReport>,
+    pub modes: Option<ModeReport>,
+    pub perplexity: Option<PerplexityReport>,
+    /// Set by [`Step::ValidationLoss`]: the last logged `val_loss`, when there is one.
+    pub validation_loss: Option<Option<f64>>,
+    /// The translations of [`Step::Translate`]: (data spec of the folder, images).
+    translated: Option<(String, usize)>,
+}
+
+/// Runs `steps` on the recipe's run; the scores, metrics and feature network go into `m` even
+/// when a step fails (the report keeps what was measured).
+pub fn run_steps(
+    ctx: &Ctx,
+    g: &Genmodels,
+    r: &Recipe,
+    run: &Path,
+    steps: &[Step],
+    m: &mut ModelReport,
+) -> Result<()> {
+    let job = Job {
+        ctx,
+        g,
+        r,
+        run,
+        ev: run.join("eval"),
+    };
+    std::fs::create_dir_all(&job.ev).with_context(|| format!("creating {}", job.ev.display()))?;
+    let mut got = Measured::default();
+    let res = steps.iter().try_for_each(|st| job.step(st, &mut got, m));
+    m.scores = scores(&got);
+    m.metrics = metrics_json(&got);
+    m.feature_network = feature_network(&got);
+    res
+}
+
+/// One recipe's run being measured, and where its files go.
+struct Job<'a> {
+    ctx: &'a Ctx<'a>,
+    /// The binary with the recipe's thread setting.
+    g: &'a Genmodels,
+    r: &'a Recipe,
+    run: &'a Path,
+    /// `RUN/eval`: the reports and sample folders.
+    ev: PathBuf,
+}
+
+impl Job<'_> {
+    /// A picture in the report's img/ folder.
+    fn img(&self, name: &str) -> PathBuf {
+        self.ctx.img.join(format!("{}-{name}", self.r.id))
+    }
+
+    /// The same picture's path relative to the report.
+    fn rel(&self, name: &str) -> String {
+        format!("img/{}-{name}", self.r.id)
+    }
+
+    /// Runs one step: its commands go into `m.commands`, its pictures into `m.images`, its
+    /// reports into `got`. The feature-network steps run with eval's own thread setting.
+    fn step(&self, step: &Step, got: &mut Measured, m: &mut ModelReport) -> Result<()> {
+        let (ctx, r, run) = (self.ctx, self.r, self.run);
+        let ev = &self.ev;
+        let cmds = &mut m.commands;
+        let g = if step.runs_feature_network() {
+            ctx.g
+        } else {
+            self.g
+        };
+        match step {
+            Step::SampleGrid { n, caption } => {
+                let dir = ev.join("grid");
+                g.run(
+                    &[
+                        s(&["sample"]),
+                        vec![p(run), "-n".into(), n.to_string(), "--out".into(), p(&dir)],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                let grid = dir.join("grid.png");
+                std::fs::copy(&grid, self.img("samples.png"))
+                    .with_context(|| format!("copying {}", grid.display()))?;
+                let caption = caption
+                    .clone()
+                    .unwrap_or_else(|| format!("samples at step {}", m.steps));
+                m.images.push((caption, self.rel("samples.png")));
+            }
+            Step::Interpolate { caption } => {
+                g.run(
+                    &[
+                        s(&["interpolate"]),
+                        vec![
+                            p(run),
+                            "--out".into(),
+                            p(&self.img("interp.png")),
+                            "--seed".into(),
+                            INTERPOLATION_SEED.to_string(),
+                        ],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                m.images.push((caption.clone(), self.rel("interp.png")));
+            }
+            Step::Translate {
+                source,
+                size,
+                channels,
+            } => {
+                let dir = ev.join("a2b");
+                let n = ctx.samples.min(MAX_TRANSLATED);
+                g.run(
+                    &[
+                        s(&["translate"]),
+                        vec![
+                            p(run),
+                            "--data".into(),
+                            source.clone(),
+                            "--out".into(),
+                            p(&dir),
+                            "-n".into(),
+                            n.to_string(),
+                        ],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                got.translated = Some((format!("folder:{}:{size}:{channels}", p(&dir)), n));
+            }
+            Step::DomainMetrics {
+                real,
+                translated,
+                train,
+            } => {
+                let cls = ctx
+                    .classifier
+                    .as_ref()
+                    .context("the image metrics need the domain classifier")?;
+                let (fake, n) = if *translated {
+                    got.translated
+                        .clone()
+                        .context("the translated set is scored after the translate step")?
+                } else {
+                    (p(run), ctx.samples)
+                };
+                let dj = ev.join("metrics-domain.json");
+                let mut args = vec![
+                    "metrics".to_string(),
+                    "--real".into(),
+                    real.clone(),
+                    "--fake".into(),
+                    fake,
+                    "-n".into(),
+                    n.to_string(),
+                    "--features".into(),
+                    "classifier".into(),
+                    "--classifier".into(),
+                    p(cls),
+                    "--json".into(),
+                    p(&dj),
+                ];
+                if let Some(t) = train {
+                    args.extend(["--train".into(), t.clone()]);
+                }
+                g.run(&args, cmds)?;
+                let report: ImageMetricsReport = read_report(&dj)?;
+                if report.domain.is_none() {
+                    bail!(
+                        "{} has no `domain` scores, though `--classifier` was given",
+                        dj.display()
+                    );
+                }
+                if train.is_some() && report.memorisation.is_none() {
+                    bail!(
+                        "{} has no `memorisation` scores, though `--train` was given",
+                        dj.display()
+                    );
+                }
+                got.domain = Some(DomainRun {
+                    n,
+                    translated: *translated,
+                    report,
+                });
+            }
+            Step::InceptionFid { real } => {
+                let k = ctx.inception_samples;
+                if k == 0 {
+                    return Ok(());
+                }
+                let ij = ev.join("metrics-inception.json");
+                g.run(
+                    &[
+                        s(&["metrics", "--real", real, "--fake"]),
+                        vec![p(run), "-n".into(), k.to_string(), "--json".into(), p(&ij)],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                got.inception = Some((k, read_report(&ij)?));
+            }
+            Step::Reconstruct { codebook } => {
+                let rj = ev.join("reconstruct.json");
+                let n = if ctx.quick { 1000 } else { 10000 };
+                g.run(
+                    &[
+                        s(&["reconstruct"]),
+                        vec![
+                            p(run),
+                            "-n".into(),
+                            n.to_string(),
+                            "--out".into(),
+                            p(&self.img("recon.png")),
+                            "--json".into(),
+                            p(&rj),
+                        ],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                m.images.push((
+                    "test images (top) and reconstructions (bottom)".into(),
+                    self.rel("recon.png"),
+                ));
+                let rec: ReconstructReport = read_report(&rj)?;
+                let missing = *codebook && rec.codebook.is_none();
+                got.reconstruct = Some(rec);
+                if missing {
+                    bail!(
+                        "{} has no `codebook` scores, though `{}` declares a codebook",
+                        rj.display(),
+                        r.model
+                    );
+                }
+            }
+            Step::Nll => {
+                let (n, k) = if ctx.quick { (500, 1000) } else { (2000, 5000) };
+                let nj = ev.join("nll.json");
+                g.run(
+                    &[
+                        s(&["nll"]),
+                        vec![
+                            p(run),
+                            "-n".into(),
+                            n.to_string(),
+                            "-k".into(),
+                            k.to_string(),
+                            "--json".into(),
+                            p(&nj),
+                        ],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                got.nll = Some(read_report(&nj)?);
+            }
+            Step::ModeCoverage { real, n } => {
+                let mj = ev.join("modes.json");
+                g.run(
+                    &[
+                        s(&["metrics", "--real", real, "--fake"]),
+                        vec![p(run), "-n".into(), n.to_string(), "--json".into(), p(&mj)],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                got.modes = Some(read_report(&mj)?);
+            }
+            Step::Scatter { n } => {
+                let dir = ev.join("points");
+                g.run(
+                    &[
+                        s(&["sample"]),
+                        vec![p(run), "-n".into(), n.to_string(), "--out".into(), p(&dir)],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                let modes = got
+                    .modes
+                    .as_ref()
+                    .context("the scatter is drawn after the mode coverage step")?;
+                let pts = read_points(&dir.join("points.csv"))?;
+                let centers: Vec<(f64, f64)> = modes
+                    .centers
+                    .iter()
+                    .map(|c| (c[0] as f64, c[1] as f64))
+                    .collect();
+                let lim = centers
+                    .iter()
+                    .map(|c| c.0.abs().max(c.1.abs()))
+                    .fold(0.0, f64::max)
+                    * 1.5;
+                plot::scatter(
+                    &self.img("modes.png"),
+                    &format!("{}: {n} samples, step {}", r.id, m.steps),
+                    &pts,
+                    &centers,
+                    modes.mode_std,
+                    lim.max(1.0),
+                )?;
+                m.images
+                    .push(("mode-collapse scatter".into(), self.rel("modes.png")));
+            }
+            Step::ValidationLoss => {
+                got.validation_loss = Some(last_value(run, "val_loss")?);
+            }
+            Step::Perplexity => {
+                let pj = ev.join("perplexity.json");
+                let mut args = vec!["perplexity".to_string(), p(run), "--json".into(), p(&pj)];
+                if ctx.quick {
+                    args.extend(["--max-tokens".into(), QUICK_PERPLEXITY_TOKENS.to_string()]);
+                }
+                g.run(&args, cmds)?;
+                got.perplexity = Some(read_report(&pj)?);
+            }
+            Step::Generate { prompt } => {
+                let text = g.stdout(
+                    &[
+                        s(&["generate"]),
+                        vec![p(run), "--prompt".into(), prompt.clone()],
+                        s(&["-n", "400", "--top-k", "40", "--seed", "0", "--no-stream"]),
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                m.text = Some(text.trim_end().to_string());
+            }
+            Step::LossCurves => {
+                loss_plot(run, r, &self.img("loss.png"))?;
+                m.images
+                    .push(("training curves".into(), self.rel("loss.png")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The report's headline scores: the model's own scores (NLL, reconstruction, codebook),
+/// then the sample scores (FID and its companions, or modes, or perplexity).
+pub fn scores(got: &Measured) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = Vec::new();
+    let mut push = |k: String, val: String| v.push((k, val));
+    if let Some(val) = got.validation_loss {
+        push(
+            "validation loss (nats/char)".into(),
+            val.map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    if let Some(pp) = &got.perplexity {
+        push(
+            format!("perplexity ({} val tokens)", pp.tokens),
+            format!("{:.2}", pp.perplexity),
+        );
+        push("bits/char".into(), format!("{:.3}", pp.bits_per_char));
+    }
+    if let Some(md) = &got.modes {
+        let c = &md.coverage;
+        push(
+            "modes covered".into(),
+            format!("{}/{}", c.modes_covered, c.modes),
+        );
+        push(
+            "high-quality share".into(),
+            format!("{:.3}", c.high_quality_share),
+        );
+        push(
+            "KL(modes||uniform)".into(),
+            format!("{:.3}", c.kl_to_uniform),
+        );
+    }
+    if let Some(nll) = &got.nll {
+        push(
+            format!("test NLL ({} images, k = {})", nll.n, nll.k),
+            format!("{:.2} nats", nll.nll_nats),
+        );
+    }
+    if let Some(rec) = &got.reconstruct {
+        push(
+            "reconstruction MSE".into(),
+            format!("{:.4}", rec.reconstruction_mse),
+        );
+        if let Some(cb) = &rec.codebook {
+            push(
+                "codebook perplexity".into(),
+                format!("{:.1}", cb.codebook_perplexity),
+            );
+            push(
+                "prior NLL (nats/code)".into(),
+                format!("{:.3}", cb.prior_nll_nats_per_code),
+            );
+        }
+    }
+    if let Some(NllReport {
+        active_units: Some(a),
+        z_dim: Some(z),
+        ..
+    }) = &got.nll
+    {
+        push("active units".into(), format!("{a}/{z}"));
+    }
+    if let Some(d) = &got.domain {
+        let what = if d.translated {
+            "translated vs real B, "
+        } else {
+            ""
+        };
+        let r = &d.report;
+        push(format!("FID ({what}{})", d.n), format!("{:.1}", r.fid));
+        push("KID".into(), format!("{:.2}", r.kid_mean));
+        push("precision".into(), format!("{:.3}", r.precision));
+        push("recall".into(), format!("{:.3}", r.recall));
+        push("density".into(), format!("{:.3}", r.density));
+        push("coverage".into(), format!("{:.3}", r.coverage));
+    }
+    if let Some((k, i)) = &got.inception {
+        push(format!("Inception FID ({k})"), format!("{:.1}", i.fid));
+    }
+    v
+}
+
+/// Every report as the binary wrote it, for results.json: a points or text model's one report
+/// as it is, an image model's reports by name (domain, inception, nll, reconstruct).
+pub fn metrics_json(got: &Measured) -> Value {
+    fn json<T: Serialize>(t: &T) -> Value {
+        serde_json::to_value(t).unwrap_or(Value::Null)
+    }
+    if let Some(md) = &got.modes {
+        return json(md);
+    }
+    if let Some(pp) = &got.perplexity {
+        return json(pp);
+    }
+    let mut o = serde_json::Map::new();
+    if let Some(d) = &got.domain {
+        o.insert("domain".into(), json(&d.report));
+    }
+    if let Some((_, i)) = &got.inception {
+        o.insert("inception".into(), json(i));
+    }
+    if let Some(n) = &got.nll {
+        o.insert("nll".into(), json(n));
+    }
+    if let Some(r) = &got.reconstruct {
+        o.insert("reconstruct".into(), json(r));
+    }
+    if o.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(o)
+    }
+}
+
+/// The feature networks behind the image scores.
+pub fn feature_network(got: &Measured) -> Option<String> {
+    let domain = got
+        .domain
+        .as_ref()
+        .map(|d| d.report.feature_network.clone());
+    match (&got.inception, domain) {
+        (None, d) => d,
+        (Some((_, i)), d) => Some(format!(
+            "{}; Inception FID: {}",
+            d.unwrap_or_default(),
+            i.feature_network
+        )),
+    }
+}
+
+/// `points.csv` as written by `sample` for a points model: one `x,y` pair a line.
+pub fn read_points(path: &Path) -> Result<Vec<(f64, f64)>> {
+    let t = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    t.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split(',').map(|x| x.trim().parse::<f64>());
+            match (it.next(), it.next()) {
+                (Some(Ok(x)), Some(Ok(y))) => Ok((x, y)),
+                _ => Err(anyhow!("{}: `{l}` is not an x,y pair", path.display())),
+            }
+        })
+        .collect()
+}
+
+/// Loss curves from the run's log; the validation loss, when logged, goes in the same chart.
+fn loss_plot(run: &Path, r: &Recipe, png: &Path) -> Result<()> {
+    let path = RunLayout::new(run).log();
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let log = LogLine::parse_log(&text);
+    let mut series = plot::log_series(&log);
+    // Keep the curves a reader compares: losses and the Wasserstein estimate, not every
+    // diagnostic the model logs.
+    series.retain(|s| {
+        let n = s.name.as_str();
+        n.contains("loss") || n.contains("wasserstein") || n == "d_real" || n == "d_fake"
+    });
+    if series.is_empty() {
+        series = plot::log_series(&log);
+    }
+    series.truncate(8);
+    plot::line_chart(
+        png,
+        &format!("{} training curves", r.id),
+        "step",
+        &series,
+        640,
+        360,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::testkit::{image_report, modes, nll, perplexity, reconstruct};
+
+    #[test]
+    fn image_scores_put_the_models_own_first() {
+        let got = Measured {
+            domain: Some(DomainRun {
+                n: 5000,
+                translated: false,
+                report: image_report(70.81, "classifier"),
+            }),
+            inception: Some((1000, image_report(175.3, "inception"))),
+            reconstruct: Some(reconstruct(false)),
+            nll: Some(nll()),
+            ..Default::default()
+        };
+        let rows: Vec<String> = scores(&got)
+            .into_iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "test NLL (2000 images, k = 5000) 238.90 nats",
+                "reconstruction MSE 0.0670",
+                "active units 9/50",
+                "FID (5000) 70.8",
+                "KID 1.23",
+                "precision 0.500",
+                "recall 0.250",
+                "density 1.000",
+                "coverage 0.750",
+                "Inception FID (1000) 175.3"
+            ]
+        );
+        assert_eq!(
+            feature_network(&got).as_deref(),
+            Some("classifier; Inception FID: inception")
+        );
+        let j = metrics_json(&got);
+        let mut keys: Vec<&str> = j.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["domain", "inception", "nll", "reconstruct"]);
+        assert_eq!(j["nll"]["nll_nats"], 238.904);
+    }
+
+    #[test]
+    fn codebook_translation_points_and_text_scores() {
+        let got = Measured {
+            reconstruct: Some(reconstruct(true)),
+            domain: Some(DomainRun {
+                n: 1000,
+                translated: true,
+                report: image_report(12.0, "classifier"),
+            }),
+            ..Default::default()
+        };
+        let s = scores(&got);
+        assert_eq!(s[1], ("codebook perplexity".into(), "97.0".into()));
+        assert_eq!(s[2], ("prior NLL (nats/code)".into(), "3.123".into()));
+        assert_eq!(s[3].0, "FID (translated vs real B, 1000)");
+
+        let got = Measured {
+            modes: Some(modes()),
+            ..Default::default()
+        };
+        assert_eq!(scores(&got)[0], ("modes covered".into(), "21/25".into()));
+        // results.json keeps the mode report flat, as the binary wrote it.
+        assert_eq!(metrics_json(&got)["modes_covered"], 21);
+        assert_eq!(feature_network(&got), None);
+
+        let got = Measured {
+            perplexity: Some(perplexity()),
+            validation_loss: Some(None),
+            ..Default::default()
+        };
+        let rows: Vec<String> = scores(&got)
+            .into_iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "validation loss (nats/char) n/a",
+                "perplexity (119030 val tokens) 6.40",
+                "bits/char 2.678"
+            ]
+        );
+        assert_eq!(metrics_json(&got)["tokens"], 119030);
+    }
+
+    #[test]
+    fn points_csv_parses_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.csv");
+        std::fs::write(&f, "1,2\n-0.5,3e-1\n").unwrap();
+        assert_eq!(read_points(&f).unwrap(), vec![(1.0, 2.0), (-0.5, 0.3)]);
+        std::fs::write(&f, "1;2\n").unwrap();
+        assert!(read_points(&f).is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! Test fixtures: a `genmodels list --json` as the CLI prints it, every report as a typed
+//! value, and a fake `genmodels` binary (a shell script honouring the contracts) so the
+//! orchestration runs without libtorch.
+#![cfg(test)]
+
+use genmodels_contracts::capability::ModelList;
+use genmodels_contracts::reports::{
+    CodebookScores, DomainScores, ImageMetricsReport, Memorisation, ModeCoverage, ModeReport,
+    NllReport, PerplexityReport, ReconstructReport,
+};
+use genmodels_contracts::{RunManifest, TrainerConfig};
+use std::path::{Path, PathBuf};
+
+/// A `genmodels list --json` for the models of the recipe file.
+pub const LIST: &str = r#"{"models": [
+    {"name": "dcgan", "family": "gan", "summary": "DCGAN", "output": "images",
+     "capabilities": ["interpolation"], "interpolation": "slerp in z"},
+    {"name": "wgan-gp", "family": "gan", "summary": "WGAN-GP", "output": "images",
+     "capabilities": ["interpolation"], "interpolation": "slerp in z"},
+    {"name": "progan", "family": "gan", "summary": "ProGAN", "output": "images",
+     "capabilities": ["interpolation"], "interpolation": "slerp in z"},
+    {"name": "stylegan2", "family": "gan", "summary": "StyleGAN2", "output": "images",
+     "capabilities": ["interpolation"], "interpolation": "linearly in W"},
+    {"name": "biggan", "family": "gan", "summary": "BigGAN", "output": "images",
+     "capabilities": ["class_conditional", "interpolation"], "interpolation": "slerp in z"},
+    {"name": "cyclegan", "family": "gan", "summary": "CycleGAN", "output": "images",
+     "capabilities": ["translation"]},
+    {"name": "gan2d", "family": "gan", "summary": "2-D GAN", "output": "points",
+     "capabilities": []},
+    {"name": "gpt-mini", "family": "transformer", "summary": "GPT", "output": "text",
+     "capabilities": ["likelihood", "text_generation"]},
+    {"name": "gpt", "family": "transformer", "summary": "GPT", "output": "text",
+     "capabilities": ["likelihood", "text_generation"]},
+    {"name": "vae", "family": "vae", "summary": "VAE", "output": "images",
+     "capabilities": ["interpolation", "likelihood", "reconstruction"],
+     "interpolation": "slerp in z"},
+    {"name": "beta-vae", "family": "vae", "summary": "beta-VAE", "output": "images",
+     "capabilities": ["interpolation", "likelihood", "reconstruction"],
+     "interpolation": "slerp in z"},
+    {"name": "iwae", "family": "vae", "summary": "IWAE", "output": "images",
+     "capabilities": ["interpolation", "likelihood", "reconstruction"],
+     "interpolation": "slerp in z"},
+    {"name": "vqvae", "family": "vae", "summary": "VQ-VAE", "output": "images",
+     "capabilities": ["codebook", "reconstruction"]},
+    {"name": "vaegan", "family": "vae", "summary": "VAE-GAN", "output": "images",
+     "capabilities": ["interpolation", "reconstruction"], "interpolation": "slerp in z"}
+]}"#;
+
+pub fn list() -> ModelList {
+    super::genmodels::parse_model_list(LIST).unwrap()
+}
+
+pub fn image_report(fid: f64, network: &str) -> ImageMetricsReport {
+    ImageMetricsReport {
+        fid,
+        kid_mean: 1.234,
+        kid_std: 0.1,
+        kid_subset_size: 1000,
+        precision: 0.5,
+        recall: 0.25,
+        density: 1.0,
+        coverage: 0.75,
+        num_real: 5000,
+        num_fake: 5000,
+        feature_network: network.into(),
+        domain: Some(DomainScores {
+            domain_fid: fid,
+            domain_is_mean: 8.0,
+            domain_is_std: 0.1,
+            class_kl: 0.01,
+            class_histogram: vec![0.1; 10],
+            domain_feature_network: network.into(),
+        }),
+        memorisation: Some(Memorisation {
+            near_copy_share: 0.01,
+            threshold: 3.0,
+            fake_median: 6.0,
+            heldout_median: 5.5,
+        }),
+    }
+}
+
+pub fn nll() -> NllReport {
+    NllReport {
+        model: "vae".into(),
+        data: "fashion-mnist:test".into(),
+        n: 2000,
+        k: 5000,
+        seed: 0,
+        nll_nats: 238.904,
+        nll_standard_error: 1.0,
+        bits_per_dim: 0.4,
+        negative_elbo_nats: 245.0,
+        active_units: Some(9),
+        z_dim: Some(50),
+        unit_activity: vec![],
+        preparation: "dynamic binarisation".into(),
+    }
+}
+
+pub fn reconstruct(codebook: bool) -> ReconstructReport {
+    ReconstructReport {
+        model: "vae".into(),
+        data: "fashion-mnist:test".into(),
+        n: 10000,
+        reconstruction_mse: 0.06701,
+        codebook: codebook.then_some(CodebookScores {
+            codebook_perplexity: 97.04,
+            codes: 128,
+            prior_nll_nats_per_code: 3.1234,
+            codes_per_image: 49,
+        }),
+    }
+}
+
+pub fn modes() -> ModeReport {
+    ModeReport {
+        coverage: ModeCoverage {
+            modes: 25,
+            modes_covered: 21,
+            high_quality_share: 0.02,
+            kl_to_uniform: 0.406,
+            counts: vec![1; 25],
+        },
+        num_samples: 2500,
+        min_count: 3,
+        centers: vec![[0.0, 1.0]; 25],
+        mode_std: 0.05,
+    }
+}
+
+pub fn perplexity() -> PerplexityReport {
+    PerplexityReport {
+        tokens: 119030,
+        loss_nats_per_token: 1.85,
+        perplexity: 6.4,
+        bits_per_token: 2.678,
+        bits_per_char: 2.678,
+        split: "val".into(),
+    }
+}
+
+pub fn manifest(steps: u64) -> RunManifest {
+    RunManifest {
+        model: "gpt-mini".into(),
+        family: "transformer".into(),
+        data: "moby-dick".into(),
+        config: serde_json::json!({"n_layer": 4}),
+        trainer: TrainerConfig {
+            steps,
+            ..Default::default()
+        },
+        device: "cpu".into(),
+        genmodels_version: "0.1.0".into(),
+    }
+}
+
+/// Writes a fake `genmodels` into `dir`: a shell script that answers every verb eval uses
+/// as the contracts say (a run folder for `train`, the reports for `--json`, a few files for
+/// `sample`), copying the fixtures above. `codebook`: the reconstruct report has codebook
+/// scores.
+pub fn fake_genmodels(dir: &Path, codebook: bool) -> PathBuf {
+    let fx = dir.join("fixtures");
+    std::fs::create_dir_all(&fx).unwrap();
+    let put = |name: &str, text: String| std::fs::write(fx.join(name), text).unwrap();
+    put("list.json", LIST.into());
+    put(
+        "run.json",
+        genmodels_contracts::to_json_pretty(&manifest(1000)),
+    );
+    put(
+        "metrics.json",
+        genmodels_contracts::to_json_pretty(&image_report(21.2, "classifier")),
+    );
+    put("modes.json", genmodels_contracts::to_json_pretty(&modes()));
+    put("nll.json", genmodels_contracts::to_json_pretty(&nll()));
+    put(
+        "reconstruct.json",
+        genmodels_contracts::to_json_pretty(&reconstruct(codebook)),
+    );
+    put(
+        "perplexity.json",
+        genmodels_contracts::to_json_pretty(&perplexity()),
+    );
+    put("pic.png", "not really a PNG; eval only copies it".into());
+    let script = format!(
+        r#"#!/usr/bin/env bash
+set -eu
+FX='{fx}'
+if [ "$1" = --threads ]; then shift 2; fi
+verb=$1; shift
+arg() {{ local k=$1; shift; while [ $# -gt 1 ]; do if [ "$1" = "$k" ]; then echo "$2"; return; fi; shift; done; }}
+json=$(arg --json "$@"); out=$(arg --out "$@"); real=$(arg --real "$@")
+case $verb in
+  list) cat "$FX/list.json" ;;
+  train)
+    mkdir -p "$out"; echo x > "$out/checkpoint.safetensors"; cp "$FX/run.json" "$out/run.json"
+    printf '%s\n' '{{"step":10,"time_s":1.0,"lr_scale":1.0,"loss":2.0}}' \
+      '{{"step":20,"time_s":2.5,"lr_scale":1.0,"loss":1.0,"val_loss":1.5}}' > "$out/train.jsonl" ;;
+  resume) printf '%s\n' '{{"step":30,"time_s":4.0,"lr_scale":1.0,"loss":0.9}}' >> "$1/train.jsonl" ;;
+  classifier) echo x > "$out" ;;
+  sample) mkdir -p "$out"; cp "$FX/pic.png" "$out/grid.png"; printf '0.1,0.2\n1.0,1.0\n' > "$out/points.csv" ;;
+  interpolate) cp "$FX/pic.png" "$out" ;;
+  translate) mkdir -p "$out" ;;
+  metrics) if [ "$real" = grid25 ]; then cp "$FX/modes.json" "$json"; else cp "$FX/metrics.json" "$json"; fi ;;
+  reconstruct) cp "$FX/pic.png" "$out"; cp "$FX/reconstruct.json" "$json" ;;
+  nll) cp "$FX/nll.json" "$json" ;;
+  perplexity) cp "$FX/perplexity.json" "$json" ;;
+  generate) echo "Call me Ishmael. Some years ago" ;;
+  *) echo "fake genmodels: no verb $verb" >&2; exit 2 ;;
+esac
+"#,
+        fx = fx.display()
+    );
+    let bin = dir.join("genmodels");
+    std::fs::write(&bin, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}

@@ -2,35 +2,59 @@
 
 use anyhow::{Context, Result};
 use genmodels_core::device::device_from_env_or;
-use genmodels_core::model::Registry;
+use genmodels_core::model::{Capability, Registry};
 use genmodels_core::run::{OpenedRun, Run};
 use std::path::Path;
 
 /// Every model the command line knows, from every family crate. Adding a family is one line
 /// here; adding a model is one line in its family's `entries()`.
-pub fn registry() -> Registry {
-    let mut all = genmodels_gan::entries();
-    all.extend(genmodels_transformer::entries());
-    all.extend(genmodels_vae::entries());
-    Registry::new(all)
+pub fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut all = genmodels_gan::entries();
+        all.extend(genmodels_transformer::entries());
+        all.extend(genmodels_vae::entries());
+        Registry::new(all)
+    })
+}
+
+/// Which weights a verb runs with.
+#[derive(Clone, Copy)]
+pub enum Weights {
+    /// The trained weights as they are.
+    Raw,
+    /// The EMA when the checkpoint keeps one (unless `no_ema`), for sampling.
+    Sampling { no_ema: bool },
+}
+
+/// Opens a run folder on the `--device` choice with its model built and its weights loaded.
+pub fn open_run(
+    run_dir: &Path,
+    device_choice: Option<&str>,
+    weights: Weights,
+) -> Result<(OpenedRun<'static>, tch::Device)> {
+    let device = device(device_choice)?;
+    let mut run = Run::open_with_model(run_dir, registry(), device)?;
+    match weights {
+        Weights::Raw => run.load_weights(false)?,
+        Weights::Sampling { no_ema } => run.load_for_sampling(no_ema)?,
+    }
+    Ok((run, device))
+}
+
+/// A capability the verb needs, or the one-line error naming the models that have it.
+pub fn need<'a, T: ?Sized>(
+    capability: Option<&'a mut T>,
+    verb: &str,
+    c: Capability,
+    model: &str,
+) -> Result<&'a mut T> {
+    capability.ok_or_else(|| registry().lacks(verb, c, model).into())
 }
 
 /// The device named by `--device` (else `$GENMODELS_DEVICE`, else the best available).
 pub fn device(choice: Option<&str>) -> Result<tch::Device> {
     Ok(device_from_env_or(choice)?)
-}
-
-/// Opens a run folder with its checkpoint and model, weights loaded for sampling (the EMA when
-/// kept, unless `no_ema`).
-pub fn open_for_sampling<'r>(
-    run_dir: &Path,
-    registry: &'r Registry,
-    device: tch::Device,
-    no_ema: bool,
-) -> Result<OpenedRun<'r>> {
-    let mut run = Run::open_with_model(run_dir, registry, device)?;
-    run.load_for_sampling(no_ema)?;
-    Ok(run)
 }
 
 /// A progress bar on stderr.

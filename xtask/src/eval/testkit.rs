@@ -12,39 +12,7 @@ use genmodels_contracts::{RunManifest, TrainerConfig};
 use std::path::{Path, PathBuf};
 
 /// A `genmodels list --json` for the models of the recipe file.
-pub const LIST: &str = r#"{"models": [
-    {"name": "dcgan", "family": "gan", "summary": "DCGAN", "output": "images",
-     "capabilities": ["interpolation"], "interpolation": "slerp in z"},
-    {"name": "wgan-gp", "family": "gan", "summary": "WGAN-GP", "output": "images",
-     "capabilities": ["interpolation"], "interpolation": "slerp in z"},
-    {"name": "progan", "family": "gan", "summary": "ProGAN", "output": "images",
-     "capabilities": ["interpolation"], "interpolation": "slerp in z"},
-    {"name": "stylegan2", "family": "gan", "summary": "StyleGAN2", "output": "images",
-     "capabilities": ["interpolation"], "interpolation": "linearly in W"},
-    {"name": "biggan", "family": "gan", "summary": "BigGAN", "output": "images",
-     "capabilities": ["class_conditional", "interpolation"], "interpolation": "slerp in z"},
-    {"name": "cyclegan", "family": "gan", "summary": "CycleGAN", "output": "images",
-     "capabilities": ["translation"]},
-    {"name": "gan2d", "family": "gan", "summary": "2-D GAN", "output": "points",
-     "capabilities": []},
-    {"name": "gpt-mini", "family": "transformer", "summary": "GPT", "output": "text",
-     "capabilities": ["likelihood", "text_generation"]},
-    {"name": "gpt", "family": "transformer", "summary": "GPT", "output": "text",
-     "capabilities": ["likelihood", "text_generation"]},
-    {"name": "vae", "family": "vae", "summary": "VAE", "output": "images",
-     "capabilities": ["interpolation", "likelihood", "reconstruction"],
-     "interpolation": "slerp in z"},
-    {"name": "beta-vae", "family": "vae", "summary": "beta-VAE", "output": "images",
-     "capabilities": ["interpolation", "likelihood", "reconstruction"],
-     "interpolation": "slerp in z"},
-    {"name": "iwae", "family": "vae", "summary": "IWAE", "output": "images",
-     "capabilities": ["interpolation", "likelihood", "reconstruction"],
-     "interpolation": "slerp in z"},
-    {"name": "vqvae", "family": "vae", "summary": "VQ-VAE", "output": "images",
-     "capabilities": ["codebook", "reconstruction"]},
-    {"name": "vaegan", "family": "vae", "summary": "VAE-GAN", "output": "images",
-     "capabilities": ["interpolation", "reconstruction"], "interpolation": "slerp in z"}
-]}"#;
+pub const LIST: &str = include_str!("testdata/models.json");
 
 pub fn list() -> ModelList {
     super::genmodels::parse_model_list(LIST).unwrap()

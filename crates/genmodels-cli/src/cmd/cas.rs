@@ -1,6 +1,6 @@
 //! `genmodels cas`: Classification Accuracy Score of any class-conditional run.
 
-use crate::common::{bar, device, open_for_sampling, registry, write_json};
+use crate::common::{bar, need, open_run, write_json, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
 use genmodels_contracts::reports::CasReport;
@@ -70,13 +70,18 @@ pub fn cas(a: CasArgs) -> Result<()> {
     if a.n == 0 || a.epochs == 0 {
         bail!("-n and --epochs must be at least 1");
     }
-    let reg = registry();
-    let device = device(a.device.as_deref())?;
-    let mut run = open_for_sampling(&a.run_dir, &reg, device, false)?;
+    let (mut run, device) = open_run(
+        &a.run_dir,
+        a.device.as_deref(),
+        Weights::Sampling { no_ema: false },
+    )?;
     let name = run.name();
-    let Some(g) = run.model.as_class_conditional() else {
-        bail!(reg.lacks("cas", Capability::ClassConditional, name));
-    };
+    let g = need(
+        run.model.as_class_conditional(),
+        "cas",
+        Capability::ClassConditional,
+        name,
+    )?;
     let real = DataSpec::parse(&a.real)?.dataset()?;
     let test = DataSpec::parse(&a.test)?.dataset()?;
     let k = g.num_classes() as usize;

@@ -1,11 +1,10 @@
 //! `genmodels generate`: text from any text model, streamed to stdout.
 
-use crate::common::{device, registry};
+use crate::common::{need, open_run, Weights};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::{Capability, TextModel};
-use genmodels_core::run::Run;
 use genmodels_core::samplers::{GenerateConfig, LogitsProcessor};
 use genmodels_transformer::generate::TextStream;
 use std::io::Write;
@@ -59,14 +58,14 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     if a.num_samples == 0 || a.max_new_tokens == 0 {
         bail!("--num-samples and --max-new-tokens must be at least 1");
     }
-    let reg = registry();
-    let device = device(a.device.as_deref())?;
-    let mut run = Run::open_with_model(&a.run_dir, &reg, device)?;
-    run.load_weights(false)?;
+    let (mut run, _) = open_run(&a.run_dir, a.device.as_deref(), Weights::Raw)?;
     let name = run.name();
-    let Some(text) = run.model.as_text() else {
-        bail!(reg.lacks("generate", Capability::TextGeneration, name));
-    };
+    let text = need(
+        run.model.as_text(),
+        "generate",
+        Capability::TextGeneration,
+        name,
+    )?;
     let vocab = need_vocab(text)?;
     let prompts_text = if a.prompt.is_empty() {
         vec!["\n".to_string()]

@@ -1,6 +1,6 @@
 //! `genmodels interpolate`: latent walks of any model with the interpolation capability.
 
-use crate::common::{device, open_for_sampling, parent_dir, registry};
+use crate::common::{open_run, parent_dir, registry, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
 use genmodels_core::device::seed_everything;
@@ -30,12 +30,14 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     if a.rows == 0 || a.steps < 2 {
         bail!("--rows must be at least 1 and --steps at least 2");
     }
-    let reg = registry();
-    let device = device(a.device.as_deref())?;
-    let mut run = open_for_sampling(&a.run_dir, &reg, device, a.no_ema)?;
+    let (mut run, _) = open_run(
+        &a.run_dir,
+        a.device.as_deref(),
+        Weights::Sampling { no_ema: a.no_ema },
+    )?;
     seed_everything(a.seed);
     let Some(grid) = run.model.interpolate(a.rows, a.steps)? else {
-        bail!(reg.lacks("interpolate", Capability::Interpolation, run.name()));
+        bail!(registry().lacks("interpolate", Capability::Interpolation, run.name()));
     };
     parent_dir(&a.out)?;
     genmodels_core::image_io::save_grid(&grid, a.steps as i64, 2, &a.out)?;

@@ -1,13 +1,13 @@
 //! `genmodels metrics`: generated images against real ones through
 //! [`genmodels_metrics::pipeline`], or mode coverage for a 2-D mixture.
 
-use crate::common::{bar, device, open_for_sampling, registry, write_json, StageBars};
+use crate::common::{bar, device, registry, write_json, StageBars};
 use anyhow::{bail, Result};
 use clap::Args;
 use genmodels_core::data::{DataLoader, DataSpec, MixtureKind};
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::Samples;
-use genmodels_core::run::RunLayout;
+use genmodels_core::run::{Run, RunLayout};
 use genmodels_metrics::pipeline::{mode_report, score_images, FeatureSpace, ImageScoring};
 use std::path::{Path, PathBuf};
 
@@ -130,9 +130,9 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
 
 /// Mode coverage of a run trained on a 2-D mixture, with a scatter plot beside the JSON.
 fn mode_metrics(a: &MetricsArgs, mixture: MixtureKind, device: tch::Device) -> Result<()> {
-    let reg = registry();
     let path = Path::new(&a.fake);
-    let mut run = open_for_sampling(path, &reg, device, false)?;
+    let mut run = Run::open_with_model(path, registry(), device)?;
+    run.load_for_sampling(false)?;
     seed_everything(a.seed);
     let Samples::Points(pts) = run.model.sample(a.n)? else {
         bail!("{} does not generate 2-D points", path.display())
@@ -172,8 +172,8 @@ fn fake_images(
 ) -> Result<tch::Tensor> {
     let path = Path::new(fake);
     if RunLayout::new(path).has_checkpoint() {
-        let reg = registry();
-        let mut run = open_for_sampling(path, &reg, device, false)?;
+        let mut run = Run::open_with_model(path, registry(), device)?;
+        run.load_for_sampling(false)?;
         seed_everything(seed);
         let b = bar(n as u64, "sampling");
         let mut parts = Vec::new();

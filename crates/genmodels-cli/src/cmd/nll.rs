@@ -1,14 +1,13 @@
 //! `genmodels nll`: the importance-sampled test log-likelihood of any image model with a
 //! likelihood, its one-sample bound, and its active units.
 
-use crate::common::{bar, device, registry, write_json};
+use crate::common::{bar, need, open_run, write_json, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
 use genmodels_contracts::reports::NllReport;
 use genmodels_core::data::{DataLoader, DataSpec};
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::Capability;
-use genmodels_core::run::Run;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
@@ -51,14 +50,14 @@ pub fn nll(a: NllArgs) -> Result<()> {
     if s.n == 0 || k < 1 {
         bail!("-n and -k must be at least 1");
     }
-    let reg = registry();
-    let device = device(s.device.as_deref())?;
-    let mut run = Run::open_with_model(&s.run_dir, &reg, device)?;
-    run.load_weights(false)?;
+    let (mut run, device) = open_run(&s.run_dir, s.device.as_deref(), Weights::Raw)?;
     let name = run.name();
-    let Some(m) = run.model.as_likelihood() else {
-        bail!(reg.lacks("nll", Capability::Likelihood, name));
-    };
+    let m = need(
+        run.model.as_likelihood(),
+        "nll",
+        Capability::Likelihood,
+        name,
+    )?;
     let ds = DataSpec::parse(&s.data)?.dataset()?;
     let n = s.n.min(ds.len());
     // The test set as the likelihood sees it (one binarisation), drawn first from the seed

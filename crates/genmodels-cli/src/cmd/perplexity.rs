@@ -1,12 +1,11 @@
 //! `genmodels perplexity`: a text model's validation loss, perplexity and bits per character.
 
-use crate::common::{bar, device, registry, write_json};
+use crate::common::{bar, need, open_run, write_json, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
 use genmodels_contracts::reports::PerplexityReport;
 use genmodels_core::data::{DataSpec, OpenData, TextSplit};
 use genmodels_core::model::Capability;
-use genmodels_core::run::Run;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -27,10 +26,7 @@ pub struct PerplexityArgs {
 }
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
-    let reg = registry();
-    let device = device(a.device.as_deref())?;
-    let mut run = Run::open_with_model(&a.run_dir, &reg, device)?;
-    run.load_weights(false)?;
+    let (mut run, _) = open_run(&a.run_dir, a.device.as_deref(), Weights::Raw)?;
     let name = run.name();
     let data = match &a.data {
         Some(d) => {
@@ -39,9 +35,12 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         }
         None => run.run.open_data(run.model.as_mut())?,
     };
-    let Some(text) = run.model.as_text() else {
-        bail!(reg.lacks("perplexity", Capability::Likelihood, name));
-    };
+    let text = need(
+        run.model.as_text(),
+        "perplexity",
+        Capability::Likelihood,
+        name,
+    )?;
     let OpenData::Text(corpus) = data else {
         bail!("perplexity needs text data (moby-dick, kjv, text:FILE)");
     };

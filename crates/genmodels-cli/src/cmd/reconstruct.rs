@@ -2,14 +2,13 @@
 //! grid, and for a codebook model the codebook perplexity and the prior's NLL.
 
 use crate::cmd::nll::ScoredSet;
-use crate::common::{device, parent_dir, registry, write_json};
+use crate::common::{need, open_run, parent_dir, write_json, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
 use genmodels_contracts::reports::{CodebookScores, ReconstructReport};
 use genmodels_core::data::{DataLoader, DataSpec};
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::Capability;
-use genmodels_core::run::Run;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
@@ -27,14 +26,14 @@ pub fn reconstruct(a: ReconstructArgs) -> Result<()> {
     if s.n == 0 {
         bail!("-n must be at least 1");
     }
-    let reg = registry();
-    let device = device(s.device.as_deref())?;
-    let mut run = Run::open_with_model(&s.run_dir, &reg, device)?;
-    run.load_weights(false)?;
+    let (mut run, device) = open_run(&s.run_dir, s.device.as_deref(), Weights::Raw)?;
     let name = run.name();
-    if run.model.as_reconstruct().is_none() {
-        bail!(reg.lacks("reconstruct", Capability::Reconstruction, name));
-    }
+    need(
+        run.model.as_reconstruct(),
+        "reconstruct",
+        Capability::Reconstruction,
+        name,
+    )?;
     let ds = DataSpec::parse(&s.data)?.dataset()?;
     let (c, h, w) = match ds.example_shape().as_slice() {
         &[c, h, w] => (c, h, w),

@@ -1,6 +1,6 @@
 //! `genmodels sample`: samples of any run, drawn in batches.
 
-use crate::common::{bar, device, open_for_sampling, registry};
+use crate::common::{bar, open_run, Weights};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use genmodels_core::device::seed_everything;
@@ -37,9 +37,11 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     if a.n == 0 {
         bail!("-n must be at least 1");
     }
-    let reg = registry();
-    let device = device(a.device.as_deref())?;
-    let mut run = open_for_sampling(&a.run_dir, &reg, device, a.no_ema)?;
+    let (mut run, _) = open_run(
+        &a.run_dir,
+        a.device.as_deref(),
+        Weights::Sampling { no_ema: a.no_ema },
+    )?;
     seed_everything(a.seed);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     // Images are written batch by batch; the overview grid shows the first batch (at most 250).

@@ -160,7 +160,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
 pub fn resume(a: ResumeArgs) -> Result<()> {
     let reg = registry();
     let device = device(a.device.as_deref())?;
-    let mut opened = Run::open_with_model(&a.run_dir, &reg, device)?;
+    let mut opened = Run::open_with_model(&a.run_dir, reg, device)?;
     if let Some(s) = a.steps {
         opened.run.manifest.trainer.steps = s;
         opened.run.write_manifest()?;

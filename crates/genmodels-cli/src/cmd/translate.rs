@@ -1,11 +1,10 @@
 //! `genmodels translate`: images through a translation model into a folder of PNGs.
 
-use crate::common::{bar, device, registry};
+use crate::common::{bar, need, open_run, Weights};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use genmodels_core::data::{DataLoader, DataSpec};
 use genmodels_core::model::Capability;
-use genmodels_core::run::Run;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -31,14 +30,14 @@ pub fn translate(a: TranslateArgs) -> Result<()> {
     if a.n == 0 {
         bail!("-n must be at least 1");
     }
-    let reg = registry();
-    let device = device(a.device.as_deref())?;
-    let mut run = Run::open_with_model(&a.run_dir, &reg, device)?;
-    run.load_weights(false)?;
+    let (mut run, device) = open_run(&a.run_dir, a.device.as_deref(), Weights::Raw)?;
     let name = run.name();
-    let Some(m) = run.model.as_translate() else {
-        bail!(reg.lacks("translate", Capability::Translation, name));
-    };
+    let m = need(
+        run.model.as_translate(),
+        "translate",
+        Capability::Translation,
+        name,
+    )?;
     let ds = DataSpec::parse(&a.data)?.dataset()?;
     let n = a.n.min(ds.len());
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

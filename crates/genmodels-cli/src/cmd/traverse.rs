@@ -1,13 +1,12 @@
 //! `genmodels traverse`: latent traversals (beta-VAE's picture) of any model with a continuous
 //! latent space.
 
-use crate::common::{device, parent_dir, registry};
+use crate::common::{need, open_run, parent_dir, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
 use genmodels_core::data::{DataLoader, DataSpec};
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::Capability;
-use genmodels_core::run::Run;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -39,14 +38,14 @@ pub fn traverse(a: TraverseArgs) -> Result<()> {
     if a.steps < 2 || a.rows == 0 || a.range.is_nan() || a.range <= 0.0 {
         bail!("--steps must be at least 2, --rows at least 1 and --range positive");
     }
-    let reg = registry();
-    let device = device(a.device.as_deref())?;
-    let mut run = Run::open_with_model(&a.run_dir, &reg, device)?;
-    run.load_weights(false)?;
+    let (mut run, device) = open_run(&a.run_dir, a.device.as_deref(), Weights::Raw)?;
     let name = run.name();
-    let Some(m) = run.model.as_traversal() else {
-        bail!(reg.lacks("traverse", Capability::Traversal, name));
-    };
+    let m = need(
+        run.model.as_traversal(),
+        "traverse",
+        Capability::Traversal,
+        name,
+    )?;
     let ds = DataSpec::parse(&a.data)?.dataset()?;
     if a.index >= ds.len() {
         bail!(

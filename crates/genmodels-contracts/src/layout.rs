@@ -8,6 +8,8 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const LOG: &str = "train.jsonl";
 /// The run manifest ([`crate::RunManifest`]): how the run was made, enough to make it again.
 pub const MANIFEST: &str = "run.json";
+/// Held (flock) by the process training into the folder.
+pub const LOCK: &str = ".lock";
 /// Sample grids written during training.
 pub const SAMPLES: &str = "samples";
 

@@ -127,6 +127,9 @@ pub struct TrainerConfig {
     pub eval_every: u64,
     /// Validation batches per evaluation (the same batches every time, so curves compare).
     pub eval_batches: usize,
+    /// A logged loss whose magnitude passes this counts as divergence: the run stops, naming
+    /// the step and the loss, and keeps the last good checkpoint (as for a NaN).
+    pub divergence_limit: f64,
     /// Stop (with a checkpoint, samples and a log line) once this many seconds of training have
     /// passed in this invocation; `resume` continues. Not stored: each invocation sets its own.
     #[serde(skip)]
@@ -150,6 +153,7 @@ impl Default for TrainerConfig {
             deterministic: false,
             eval_every: 0,
             eval_batches: 20,
+            divergence_limit: 1e10,
             time_budget_s: None,
         }
     }

@@ -6,8 +6,9 @@
 //! `optim/<name>/<var>/{exp_avg,exp_avg_sq}`. Writes are atomic: a temporary file in the same
 //! folder, flushed to disk, then renamed over the target.
 
+use crate::data::limits::{checked_product, torch_error_line, MAX_TENSOR_ELEMENTS};
 use crate::{Error, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -96,7 +97,9 @@ pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
     buf
 }
 
-/// Writes `bytes` to `path` atomically: temporary file in the same folder, fsync, rename.
+/// Writes `bytes` to `path` atomically: temporary file in the same folder, fsync, rename, fsync
+/// of the folder (so a power cut cannot lose the rename). On any failure (a full disk, a file
+/// size limit) the temporary file is removed and `path` keeps its previous content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -112,11 +115,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                e.kind(),
+                format!("{e}; not written, the previous file (if any) is intact"),
+            ),
+        ));
     }
     Ok(())
 }
@@ -165,19 +175,26 @@ impl Checkpoint {
         }
     }
 
+    /// The first floating-point tensor that holds NaN or infinity, if any.
+    pub fn first_non_finite(&self) -> Option<&str> {
+        self.tensors
+            .iter()
+            .find(|(_, t)| {
+                t.is_floating_point()
+                    && t.numel() > 0
+                    && !bool::try_from(t.isfinite().all()).unwrap_or(false)
+            })
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Refuses to go on if any floating-point tensor holds NaN or infinity.
     pub fn check_finite(&self) -> Result<()> {
-        for (name, t) in &self.tensors {
-            if t.is_floating_point()
-                && t.numel() > 0
-                && !bool::try_from(t.isfinite().all()).unwrap_or(false)
-            {
-                return Err(Error::invalid(format!(
-                    "tensor `{name}` holds NaN or infinite values; refusing to write a broken checkpoint"
-                )));
-            }
+        match self.first_non_finite() {
+            Some(name) => Err(Error::invalid(format!(
+                "tensor `{name}` holds NaN or infinite values; refusing to write a broken checkpoint"
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Serialises and writes atomically.
@@ -206,14 +223,13 @@ impl Checkpoint {
         write_atomic(path, &bytes)
     }
 
-    /// Reads a checkpoint written by [`Checkpoint::save`].
+    /// Reads a checkpoint written by [`Checkpoint::save`]. A file that is not one (truncated,
+    /// a header that does not fit its data, a dtype or shape we cannot hold, metadata that is
+    /// not the genmodels JSON) is a one-line error naming the file and what was wrong.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let bad = |m: String| Error::bad_data(path, m);
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a safetensors file ({e:?})")))?;
-        let meta_json = header
-            .metadata()
+        let (metadata, tensors) = read_safetensors(path)?;
+        let meta_json = metadata
             .as_ref()
             .and_then(|m| m.get("genmodels"))
             .ok_or_else(|| {
@@ -222,22 +238,16 @@ impl Checkpoint {
                         .into(),
                 )
             })?;
-        let meta: CheckpointMeta = serde_json::from_str(meta_json)
-            .map_err(|e| bad(format!("checkpoint metadata is malformed: {e}")))?;
+        let meta: CheckpointMeta = serde_json::from_str(meta_json).map_err(|e| {
+            bad(format!(
+                "checkpoint metadata is malformed ({e}); expected JSON with format, model, config and state"
+            ))
+        })?;
         if meta.format != FORMAT_VERSION {
             return Err(bad(format!(
                 "checkpoint format {} but this build reads format {FORMAT_VERSION}",
                 meta.format
             )));
-        }
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(format!("corrupt tensor data ({e:?})")))?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            tensors.insert(
-                name.clone(),
-                view_to_tensor(&view).map_err(|m| bad(format!("tensor `{name}`: {m}")))?,
-            );
         }
         Ok(Checkpoint { meta, tensors })
     }
@@ -286,13 +296,19 @@ impl Checkpoint {
                 problems,
             });
         }
-        tch::no_grad(|| {
+        tch::no_grad(|| -> Result<()> {
             for (name, v) in vars {
                 let mut v = v;
-                v.copy_(&self.tensors[&format!("{pre}{name}")]);
+                let key = format!("{pre}{name}");
+                v.f_copy_(&self.tensors[&key]).map_err(|e| {
+                    Error::bad_data(
+                        path,
+                        format!("copying `{key}` into the model: {}", torch_error_line(&e)),
+                    )
+                })?;
             }
-        });
-        Ok(())
+            Ok(())
+        })
     }
 
     /// True when any tensor lives under `prefix/`.
@@ -302,10 +318,126 @@ impl Checkpoint {
     }
 }
 
-fn view_to_tensor(v: &TensorView<'_>) -> std::result::Result<Tensor, String> {
-    let kind = to_kind(v.dtype()).ok_or_else(|| format!("unsupported dtype {:?}", v.dtype()))?;
-    let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
-    Ok(Tensor::from_data_size(v.data(), &shape, kind))
+/// The tensors and the `__metadata__` of a safetensors file, on the CPU, with every
+/// header field checked before anything is allocated: the 8-byte header length, the JSON, data
+/// offsets that tile the file exactly, shapes whose byte size is the data's (overflow-checked,
+/// by the `safetensors` crate), dimensions that fit an `i64`, at most
+/// [`MAX_TENSOR_ELEMENTS`] elements per tensor and a dtype libtorch holds. Each problem is a
+/// one-line [`Error::BadData`] naming the file (and the tensor).
+pub fn read_safetensors(path: &Path) -> Result<SafetensorsContent> {
+    let bad = |m: String| Error::bad_data(path, m);
+    // The header length first, so that a file that is not a safetensors file (a large one
+    // given by mistake) is refused before it is read into memory.
+    {
+        use std::io::Read;
+        let io = |e: std::io::Error| Error::io(path, e);
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        let mut head = [0u8; 8];
+        if len < 8 {
+            return Err(bad(format!(
+                "not a safetensors file: {len} bytes, too short for the 8-byte header length"
+            )));
+        }
+        f.read_exact(&mut head).map_err(io)?;
+        let n = u64::from_le_bytes(head);
+        if n > MAX_SAFETENSORS_HEADER || n > len - 8 {
+            return Err(bad(format!(
+                "not a safetensors file: the header length field says {n} bytes, but the file has {} after it (and a header may have at most {MAX_SAFETENSORS_HEADER})",
+                len - 8
+            )));
+        }
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (n, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        bad(format!(
+            "not a safetensors file: {}",
+            describe_st_error(&e, &bytes)
+        ))
+    })?;
+    let data = &bytes[8 + n..];
+    let mut tensors = BTreeMap::new();
+    for (name, info) in header.tensors() {
+        let (s, e) = info.data_offsets;
+        let t = bytes_to_tensor(info.dtype, &info.shape, &data[s..e])
+            .map_err(|m| bad(format!("tensor `{name}`: {m}")))?;
+        tensors.insert(name, t);
+    }
+    Ok((header.metadata().clone(), tensors))
+}
+
+/// Largest safetensors JSON header read (the `safetensors` crate's own limit, 100 MB).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// What [`read_safetensors`] returns: the `__metadata__` strings and the tensors by name.
+pub type SafetensorsContent = (Option<HashMap<String, String>>, BTreeMap<String, Tensor>);
+
+/// One line for a safetensors parsing error (the crate's Debug names are terse).
+fn describe_st_error(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    use safetensors::SafeTensorError as E;
+    let claimed = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    match e {
+        E::HeaderTooSmall => format!("{} bytes, too short for the 8-byte header length", bytes.len()),
+        E::HeaderTooLarge => format!(
+            "the header length field says {} bytes, more than the 100 MB a header may have",
+            claimed.unwrap_or(0)
+        ),
+        E::InvalidHeaderLength => format!(
+            "the header length field says {} bytes but the file has {} after it (truncated?)",
+            claimed.unwrap_or(0),
+            bytes.len().saturating_sub(8)
+        ),
+        E::InvalidHeader => "the header is not UTF-8 text".into(),
+        E::InvalidHeaderStart => "the header does not start with `{`".into(),
+        E::InvalidHeaderDeserialization => {
+            "the header is not the expected JSON (tensor name -> dtype, shape, data_offsets; string metadata)"
+                .into()
+        }
+        E::InvalidOffset(name) => format!(
+            "the data offsets of tensor `{name}` do not follow the previous tensor's end"
+        ),
+        E::TensorInvalidInfo => {
+            "a tensor's shape and dtype do not match the byte length of its data offsets".into()
+        }
+        E::ValidationOverflow => "a tensor's shape multiplies past the address space".into(),
+        E::MetadataIncompleteBuffer => {
+            "the tensors' data offsets do not cover the data exactly (truncated or padded file)"
+                .into()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// A CPU tensor from raw little-endian bytes, with the shape and dtype checked.
+fn bytes_to_tensor(
+    dtype: Dtype,
+    shape: &[usize],
+    data: &[u8],
+) -> std::result::Result<Tensor, String> {
+    let kind = to_kind(dtype).ok_or_else(|| {
+        format!("dtype {dtype:?} is not supported (expected F32, F64, F16, BF16, I64, I32, I16, I8, U8 or BOOL)")
+    })?;
+    let dims: Vec<i64> = shape
+        .iter()
+        .map(|&d| {
+            i64::try_from(d).map_err(|_| format!("shape {shape:?}: dimension {d} is too large"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let numel = checked_product(shape.iter().copied())
+        .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            format!("shape {shape:?} has more than {MAX_TENSOR_ELEMENTS} elements (the limit per tensor)")
+        })?;
+    if numel.checked_mul(kind.elt_size_in_bytes()) != Some(data.len()) {
+        return Err(format!(
+            "shape {shape:?} of {dtype:?} needs {} bytes, the file has {}",
+            numel.saturating_mul(kind.elt_size_in_bytes()),
+            data.len()
+        ));
+    }
+    Tensor::f_from_data_size(data, &dims, kind).map_err(|e| torch_error_line(&e))
 }
 
 /// Path of the checkpoint inside a run folder.

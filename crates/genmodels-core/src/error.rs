@@ -22,11 +22,35 @@ pub enum Error {
         path: PathBuf,
         problems: Vec<String>,
     },
-    /// A loss or gradient that became NaN or infinite.
+    /// A loss (or the weights) that became NaN or infinite.
     #[error(
-        "step {step}: loss `{name}` is {value} (not finite); stopping without writing a checkpoint"
+        "step {step}: `{name}` is {value} (not finite); stopping without writing a checkpoint{}",
+        match kept { Some(k) => format!(" (the last good checkpoint, of step {k}, is kept)"), None => String::new() }
     )]
-    NonFinite { step: u64, name: String, value: f64 },
+    NonFinite {
+        step: u64,
+        name: String,
+        value: f64,
+        /// The step of the checkpoint left on disk, if any.
+        kept: Option<u64>,
+    },
+    /// A loss whose magnitude passed the trainer's divergence limit.
+    #[error(
+        "step {step}: `{name}` is {value:.3e}, past the divergence limit {limit:.0e}: the run diverged; stopping without writing a checkpoint{}",
+        match kept { Some(k) => format!(" (the last good checkpoint, of step {k}, is kept)"), None => String::new() }
+    )]
+    Diverged {
+        step: u64,
+        name: String,
+        value: f64,
+        limit: f64,
+        kept: Option<u64>,
+    },
+    /// Another process holds the run folder.
+    #[error(
+        "{dir} is in use by another genmodels process ({holder}); wait for it to finish or stop it"
+    )]
+    RunInUse { dir: PathBuf, holder: String },
     /// Training stopped by a signal after writing a checkpoint.
     #[error("interrupted at step {step}; checkpoint written to {checkpoint} (continue with `genmodels resume`)")]
     Interrupted { step: u64, checkpoint: PathBuf },

@@ -367,6 +367,225 @@ pub fn apply_overrides(config: &mut serde_json::Value, overrides: &[String]) -> 
     Ok(())
 }
 
+/// Range checks on model configs, so that a bad value (from `--set`, a manifest or code) is a
+/// one-line error naming the model, the key, the value and what is allowed, always in the same
+/// words: ``progan config: `mbstd_group` = 0, expected an integer from 1 to 1024``. Each family
+/// checks its config this way before creating any network.
+pub mod check {
+    use crate::{Error, Result};
+    use std::fmt::Display;
+
+    /// Largest image side a config may ask for.
+    pub const MAX_SIDE: i64 = 4096;
+    /// Largest number of image channels.
+    pub const MAX_CHANNELS: i64 = 64;
+    /// Largest width: feature maps, hidden units, latent or embedding size.
+    pub const MAX_WIDTH: i64 = 8192;
+    /// Largest weight matrix of one layer, in elements (2^30 floats: 4 GiB).
+    pub const MAX_LAYER_WEIGHTS: i64 = 1 << 30;
+
+    /// The checks of one model's config.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Check<'a> {
+        model: &'a str,
+    }
+
+    impl<'a> Check<'a> {
+        pub fn model(model: &'a str) -> Self {
+            Check { model }
+        }
+
+        /// The error for `key` = `value` when `expected` was.
+        pub fn error(&self, key: &str, value: impl Display, expected: impl Display) -> Error {
+            Error::invalid(format!(
+                "{} config: `{key}` = {value}, expected {expected}",
+                self.model
+            ))
+        }
+
+        /// `Ok` when `ok`, else [`Check::error`].
+        pub fn ensure(
+            &self,
+            ok: bool,
+            key: &str,
+            value: impl Display,
+            expected: impl Display,
+        ) -> Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                Err(self.error(key, value, expected))
+            }
+        }
+
+        /// An integer (of any type) in `lo..=hi`.
+        pub fn int<T: PartialOrd + Display>(
+            &self,
+            key: &str,
+            value: T,
+            lo: T,
+            hi: T,
+        ) -> Result<()> {
+            let ok = value >= lo && value <= hi;
+            self.ensure(
+                ok,
+                key,
+                &value,
+                format_args!("an integer from {lo} to {hi}"),
+            )
+        }
+
+        /// A finite number.
+        pub fn finite(&self, key: &str, value: f64) -> Result<()> {
+            self.ensure(value.is_finite(), key, value, "a finite number")
+        }
+
+        /// A finite number > 0 (temperatures, epsilons).
+        pub fn positive(&self, key: &str, value: f64) -> Result<()> {
+            let ok = value.is_finite() && value > 0.0;
+            self.ensure(ok, key, value, "a finite number > 0")
+        }
+
+        /// A finite number >= 0 (loss weights, learning rates).
+        pub fn non_negative(&self, key: &str, value: f64) -> Result<()> {
+            let ok = value.is_finite() && value >= 0.0;
+            self.ensure(ok, key, value, "a finite number >= 0")
+        }
+
+        /// A number in [0, 1] (a probability).
+        pub fn probability(&self, key: &str, value: f64) -> Result<()> {
+            let ok = (0.0..=1.0).contains(&value);
+            self.ensure(ok, key, value, "a number in [0, 1]")
+        }
+
+        /// A number in [0, 1) (Adam's betas, decays, dropout rates).
+        pub fn fraction(&self, key: &str, value: f64) -> Result<()> {
+            let ok = (0.0..1.0).contains(&value);
+            self.ensure(ok, key, value, "a number in [0, 1)")
+        }
+
+        /// Adam's learning rate (>= 0; 0 freezes, as PyTorch allows) and betas (in [0, 1)),
+        /// the betas under their usual keys.
+        pub fn adam(&self, lr_key: &str, lr: f64, beta1: f64, beta2: f64) -> Result<()> {
+            self.non_negative(lr_key, lr)?;
+            self.fraction("beta1", beta1)?;
+            self.fraction("beta2", beta2)
+        }
+
+        /// Image channels and side: `1..=MAX_CHANNELS` and `min_side..=max_side`.
+        pub fn image(&self, channels: i64, side: i64, min_side: i64, max_side: i64) -> Result<()> {
+            self.int("channels", channels, 1, MAX_CHANNELS)?;
+            self.int("image_size", side, min_side, max_side)
+        }
+
+        /// The config parsed from JSON; a value of the wrong type or sign is named by its key
+        /// (every config here is `#[serde(default)]`, so each key can be parsed alone to find
+        /// the one at fault).
+        pub fn parse<T: serde::de::DeserializeOwned>(&self, json: &serde_json::Value) -> Result<T> {
+            let err = match serde_json::from_value::<T>(json.clone()) {
+                Ok(cfg) => return Ok(cfg),
+                Err(e) => e,
+            };
+            let culprit = json.as_object().and_then(|obj| {
+                obj.iter().find_map(|(k, v)| {
+                    let one =
+                        serde_json::Value::Object([(k.clone(), v.clone())].into_iter().collect());
+                    serde_json::from_value::<T>(one).err().map(|e| (k, v, e))
+                })
+            });
+            Err(match culprit {
+                Some((k, v, e)) => {
+                    Error::invalid(format!("{} config: `{k}` = {v}: {e}", self.model))
+                }
+                None => Error::invalid(format!("{} config: {err}", self.model)),
+            })
+        }
+    }
+
+    /// For tests: the error of building `entry` from its default config for `info` with `key`
+    /// set to `value`. Panics when the model builds, when `key` is not in the config, or when
+    /// the build panics instead of returning the error.
+    pub fn build_error(
+        entry: &crate::model::ModelEntry,
+        info: &crate::model::DataInfo,
+        key: &str,
+        value: serde_json::Value,
+    ) -> String {
+        let mut json = (entry.default_config)(info)
+            .unwrap_or_else(|e| panic!("{}: default config: {e}", entry.name));
+        let obj = json.as_object_mut().expect("a config is a JSON object");
+        assert!(
+            obj.contains_key(key),
+            "{}: no config key `{key}`",
+            entry.name
+        );
+        obj.insert(key.to_string(), value.clone());
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (entry.build)(&json, tch::Device::Cpu).map(|_| ())
+        }));
+        match built {
+            Ok(Err(e)) => e.to_string(),
+            Ok(Ok(())) => panic!("{}: `{key}` = {value} was accepted", entry.name),
+            Err(_) => panic!(
+                "{}: `{key}` = {value} panicked instead of an error",
+                entry.name
+            ),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Cfg {
+            #[allow(dead_code)]
+            size: i64,
+            #[allow(dead_code)]
+            steps: u64,
+        }
+
+        #[test]
+        fn messages_name_the_model_the_key_the_value_and_the_range() {
+            let c = Check::model("toy");
+            let e = c.int("size", 0, 1, 8).unwrap_err().to_string();
+            assert_eq!(e, "toy config: `size` = 0, expected an integer from 1 to 8");
+            assert!(c.int("size", 8usize, 1, 8).is_ok());
+            for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+                assert!(c.positive("lr", bad).is_err(), "{bad}");
+            }
+            assert!(c.non_negative("w", 0.0).is_ok() && c.non_negative("w", -0.1).is_err());
+            assert!(c.probability("p", 1.0).is_ok() && c.probability("p", 1.5).is_err());
+            assert!(c.fraction("beta1", 0.0).is_ok() && c.fraction("beta1", 1.0).is_err());
+            assert!(c.finite("psi", -3.0).is_ok() && c.finite("psi", f64::NAN).is_err());
+            let e = c.adam("lr", 1e-3, 0.5, 1.0).unwrap_err().to_string();
+            assert!(
+                e.contains("`beta2` = 1, expected a number in [0, 1)"),
+                "{e}"
+            );
+        }
+
+        #[test]
+        fn parse_names_the_key_of_a_value_of_the_wrong_type_or_sign() {
+            let c = Check::model("toy");
+            let json = serde_json::json!({"size": 3, "steps": -1});
+            let e = c.parse::<Cfg>(&json).unwrap_err().to_string();
+            assert!(
+                e.starts_with("toy config: `steps` = -1: invalid value"),
+                "{e}"
+            );
+            let json = serde_json::json!({"size": "big"});
+            let e = c.parse::<Cfg>(&json).unwrap_err().to_string();
+            assert!(
+                e.starts_with("toy config: `size` = \"big\": invalid type"),
+                "{e}"
+            );
+            assert!(c.parse::<Cfg>(&serde_json::json!({"size": 2})).is_ok());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

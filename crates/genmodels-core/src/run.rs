@@ -35,6 +35,52 @@ pub enum ConfigSource<'a> {
 pub struct Run {
     pub layout: RunLayout,
     pub manifest: RunManifest,
+    /// The folder's lock while this process writes to it (see [`RunLock`]).
+    lock: Option<std::sync::Arc<RunLock>>,
+}
+
+/// An exclusive advisory lock (`flock`) on `RUN/.lock`, held while a process trains into the
+/// folder: a second `train` or `resume` of the same folder is refused, and a crashed or killed
+/// process leaves nothing stuck (the kernel drops the lock with the process).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir` or fails at once naming the process that holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::io::AsRawFd;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(layout::LOCK);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        // SAFETY: flock on a file descriptor this function owns; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "it holds RUN/.lock".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(Error::RunInUse {
+                dir: dir.to_path_buf(),
+                holder,
+            });
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        let _ = file.flush();
+        Ok(RunLock { _file: file })
+    }
 }
 
 /// A run opened with its checkpoint and its model built (weights not loaded yet).
@@ -58,8 +104,50 @@ impl Run {
         device: Device,
         force: bool,
     ) -> Result<(Run, Box<dyn Model>, OpenData)> {
+        let fresh = !dir.exists();
+        let lock = std::sync::Arc::new(RunLock::acquire(dir)?);
+        let made = Self::prepare(dir, entry, data, config, &trainer, device, force);
+        let (data, opened, config, model) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                // Refused before anything was written: leave no empty folder behind.
+                drop(lock);
+                if fresh {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(e);
+            }
+        };
         let layout = RunLayout::new(dir);
-        if layout.has_checkpoint() && !force {
+        let run = Run {
+            layout,
+            lock: Some(lock),
+            manifest: RunManifest {
+                model: entry.name.into(),
+                family: entry.family.into(),
+                data,
+                config,
+                trainer,
+                device: device_name(device),
+                genmodels_version: env!("CARGO_PKG_VERSION").into(),
+            },
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        run.write_manifest()?;
+        Ok((run, model, opened))
+    }
+
+    /// The checks and the model of [`Run::create`], before anything is written.
+    fn prepare(
+        dir: &Path,
+        entry: &ModelEntry,
+        data: &str,
+        config: ConfigSource,
+        trainer: &TrainerConfig,
+        device: Device,
+        force: bool,
+    ) -> Result<(String, OpenData, serde_json::Value, Box<dyn Model>)> {
+        if RunLayout::new(dir).has_checkpoint() && !force {
             return Err(Error::invalid(format!(
                 "{d} already holds a run; continue it with `genmodels resume {d}` or start over with --force",
                 d = dir.display()
@@ -77,21 +165,7 @@ impl Run {
         };
         seed_everything(trainer.seed);
         let model = (entry.build)(&config, device)?;
-        let run = Run {
-            layout,
-            manifest: RunManifest {
-                model: entry.name.into(),
-                family: entry.family.into(),
-                data,
-                config,
-                trainer,
-                device: device_name(device),
-                genmodels_version: env!("CARGO_PKG_VERSION").into(),
-            },
-        };
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        run.write_manifest()?;
-        Ok((run, model, opened))
+        Ok((data, opened, config, model))
     }
 
     /// Opens the run in `dir`: its manifest, or for a folder without one (an imported model,
@@ -125,7 +199,11 @@ impl Run {
                 }
             }
         };
-        Ok(Run { layout, manifest })
+        Ok(Run {
+            layout,
+            manifest,
+            lock: None,
+        })
     }
 
     /// Opens the run, its checkpoint and its model (fresh weights: load them with
@@ -145,6 +223,15 @@ impl Run {
             entry,
             model,
         })
+    }
+
+    /// Takes the folder's lock for the rest of this process's use of the run (refused, naming
+    /// the holder, when another process trains into it).
+    pub fn lock(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            self.lock = Some(std::sync::Arc::new(RunLock::acquire(&self.layout.dir)?));
+        }
+        Ok(())
     }
 
     /// Writes `run.json` atomically.
@@ -179,6 +266,10 @@ impl Run {
         resume_from: Option<&Checkpoint>,
         adjust: impl FnOnce(&mut TrainerConfig),
     ) -> Result<TrainSummary> {
+        let _lock = match &self.lock {
+            Some(l) => l.clone(),
+            None => std::sync::Arc::new(RunLock::acquire(&self.layout.dir)?),
+        };
         let mut cfg = self.manifest.trainer.clone();
         adjust(&mut cfg);
         let block = model.as_text().map(|t| t.block_size());

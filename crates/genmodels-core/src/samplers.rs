@@ -159,15 +159,20 @@ impl LogitsProcessor {
     }
 
     /// One token per row `[B]`: argmax when temperature is 0, else a draw from the filtered distribution.
-    pub fn sample(&self, logits: &Tensor, history: Option<&Tensor>) -> Tensor {
+    /// Non-finite logits (a diverged model) give an error, not a libtorch panic.
+    pub fn sample(&self, logits: &Tensor, history: Option<&Tensor>) -> crate::Result<Tensor> {
         if self.temperature == 0.0 {
             let l = self.process(logits, history);
-            return l.argmax(1, false);
+            return Ok(l.argmax(1, false));
         }
-        self.process(logits, history)
-            .exp()
-            .multinomial(1, false)
-            .squeeze_dim(1)
+        let draw = self.process(logits, history).exp().f_multinomial(1, false);
+        match draw {
+            Ok(t) => Ok(t.squeeze_dim(1)),
+            Err(_) => Err(crate::Error::invalid(
+                "the model's next-token probabilities are not finite (NaN or infinite logits: \
+                 the weights have diverged)",
+            )),
+        }
     }
 }
 
@@ -283,14 +288,17 @@ mod tests {
             temperature: 0.0,
             ..Default::default()
         };
-        assert_eq!(greedy.sample(&logits, None).int64_value(&[0]), 0);
+        assert_eq!(greedy.sample(&logits, None).unwrap().int64_value(&[0]), 0);
         let rep = LogitsProcessor {
             temperature: 0.0,
             repetition_penalty: Some(100.0),
             ..Default::default()
         };
         let hist = Tensor::from_slice(&[0i64]).reshape([1, 1]);
-        assert_eq!(rep.sample(&logits, Some(&hist)).int64_value(&[0]), 1);
+        assert_eq!(
+            rep.sample(&logits, Some(&hist)).unwrap().int64_value(&[0]),
+            1
+        );
         assert!(LogitsProcessor {
             top_p: Some(1.5),
             ..Default::default()
@@ -300,7 +308,7 @@ mod tests {
         // sampling frequencies follow the filtered distribution
         tch::manual_seed(1);
         let many = logits.repeat([20000, 1]);
-        let s = top_k.sample(&many, None);
+        let s = top_k.sample(&many, None).unwrap();
         let frac0 = s
             .eq(0)
             .to_kind(Kind::Float)

@@ -55,6 +55,14 @@ fn yes() -> bool {
     true
 }
 
+/// The run's files as the loop writes them.
+struct Disk {
+    checkpoint: PathBuf,
+    log: std::fs::File,
+    /// Step of the checkpoint on disk (None before the first one).
+    kept: Option<u64>,
+}
+
 /// Runs the training loop.
 pub struct Trainer {
     pub cfg: TrainerConfig,
@@ -97,6 +105,34 @@ impl Trainer {
             e.save_state("ema", &mut ck);
         }
         ck
+    }
+
+    /// Writes the checkpoint of `step` atomically, unless the weights have become NaN or
+    /// infinite: then the run stops with the step and the tensor named, the last good
+    /// checkpoint (`kept`) left as it was.
+    fn save_checkpoint(
+        &self,
+        model: &dyn Model,
+        ema: Option<&Ema>,
+        step: u64,
+        elapsed: f64,
+        disk: &mut Disk,
+    ) -> Result<()> {
+        let ck = self.make_checkpoint(model, ema, step, elapsed);
+        if let Some(name) = ck.first_non_finite() {
+            let name = format!("weight tensor {name}");
+            let line = serde_json::json!({"step": step, "error": format!("{name} is not finite")});
+            let _ = writeln!(disk.log, "{line}");
+            return Err(Error::NonFinite {
+                step,
+                name,
+                value: f64::NAN,
+                kept: disk.kept,
+            });
+        }
+        ck.save(&disk.checkpoint)?;
+        disk.kept = Some(step);
+        Ok(())
     }
 
     /// Writes samples of `model` (EMA weights when kept) to `path` (PNG grid, scatter or text).
@@ -195,7 +231,7 @@ impl Trainer {
                 cfg.steps
             )));
         }
-        let mut log = std::fs::OpenOptions::new()
+        let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(rd.log())
@@ -222,6 +258,12 @@ impl Trainer {
         let base_elapsed = elapsed;
         let mut last = Losses::new();
         let mut end = cfg.steps;
+        let mut disk = Disk {
+            checkpoint: ck_path.clone(),
+            log,
+            // The step of the checkpoint on disk: what a divergence leaves behind.
+            kept: resume_from.map(|c| c.meta.state.step),
+        };
         for step in start..cfg.steps {
             seed_everything(step_seed(cfg.seed, step));
             let batch = source.batch_at(step)?;
@@ -234,11 +276,24 @@ impl Trainer {
             if let Some((name, v)) = losses.iter().find(|(_, v)| !v.is_finite()) {
                 bar.abandon_with_message("stopped: non-finite loss");
                 let line = serde_json::json!({"step": step + 1, "error": format!("{name} is {v}")});
-                let _ = writeln!(log, "{line}");
+                let _ = writeln!(disk.log, "{line}");
                 return Err(Error::NonFinite {
                     step: step + 1,
                     name: name.clone(),
                     value: *v,
+                    kept: disk.kept,
+                });
+            }
+            if let Some((name, v)) = losses.iter().find(|(_, v)| v.abs() > cfg.divergence_limit) {
+                bar.abandon_with_message("stopped: diverged");
+                let line = serde_json::json!({"step": step + 1, "error": format!("{name} is {v:e}: diverged")});
+                let _ = writeln!(disk.log, "{line}");
+                return Err(Error::Diverged {
+                    step: step + 1,
+                    name: name.clone(),
+                    value: *v,
+                    limit: cfg.divergence_limit,
+                    kept: disk.kept,
                 });
             }
             if let Some(e) = ema.as_mut() {
@@ -271,7 +326,7 @@ impl Trainer {
                 for (k, v) in &losses {
                     obj.insert(k.clone(), (*v).into());
                 }
-                writeln!(log, "{}", serde_json::Value::Object(obj))
+                writeln!(disk.log, "{}", serde_json::Value::Object(obj))
                     .map_err(|e| Error::io(rd.log(), e))?;
             }
             if cfg.sample_every > 0 && done % cfg.sample_every == 0 && done != cfg.steps {
@@ -283,8 +338,7 @@ impl Trainer {
                 )?;
             }
             if done % cfg.checkpoint_every.max(1) == 0 && done != cfg.steps {
-                self.make_checkpoint(model, ema.as_ref(), done, elapsed)
-                    .save(&ck_path)?;
+                self.save_checkpoint(model, ema.as_ref(), done, elapsed, &mut disk)?;
             }
             last = losses;
             if out_of_time {
@@ -292,8 +346,7 @@ impl Trainer {
                 break;
             }
             if STOP.load(std::sync::atomic::Ordering::SeqCst) && done != cfg.steps {
-                self.make_checkpoint(model, ema.as_ref(), done, elapsed)
-                    .save(&ck_path)?;
+                self.save_checkpoint(model, ema.as_ref(), done, elapsed, &mut disk)?;
                 bar.abandon_with_message(format!("interrupted at step {done}; checkpoint written"));
                 return Err(Error::Interrupted {
                     step: done,
@@ -301,8 +354,7 @@ impl Trainer {
                 });
             }
         }
-        self.make_checkpoint(model, ema.as_ref(), end, elapsed)
-            .save(&ck_path)?;
+        self.save_checkpoint(model, ema.as_ref(), end, elapsed, &mut disk)?;
         Self::write_samples(
             model,
             ema.as_ref(),

@@ -231,7 +231,7 @@ fn nan_loss_stops_with_a_clear_error_and_no_checkpoint() {
         .run(&mut m, &mut source(), dir.path(), None)
         .unwrap_err();
     assert!(matches!(err, Error::NonFinite { step: 2, .. }), "{err}");
-    assert!(err.to_string().contains("loss `g` is NaN"), "{err}");
+    assert!(err.to_string().contains("`g` is NaN (not finite)"), "{err}");
     // the checkpoint from step 1 is intact and finite; no checkpoint of step 2 was written
     let ck = Checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
     assert_eq!(ck.meta.state.step, 1);

@@ -30,6 +30,7 @@
 use crate::pair::{critic_chunks, GanPair};
 use genmodels_core::data::Batch;
 use genmodels_core::losses::GanLoss;
+use genmodels_core::model::check::{Check, MAX_SIDE, MAX_WIDTH};
 use genmodels_core::model::{
     Capability, ClassConditional, DataInfo, Losses, Model, ModelEntry, Output, Samples,
 };
@@ -100,28 +101,51 @@ impl BigGanConfig {
             k += 1;
         }
         if k == 0 || !(4..=7).contains(&side) {
-            return Err(Error::invalid(format!(
-                "BigGAN image_size {} must be base * 2^k with base 4..7 and k >= 1 (e.g. 28, 32, 64)",
-                self.image_size
-            )));
+            return Err(Check::model("biggan").error(
+                "image_size",
+                self.image_size,
+                "base * 2^k with base 4..7 and k >= 1 (e.g. 28, 32, 64)",
+            ));
         }
         Ok((side, k))
     }
 
-    fn validate(&self) -> Result<(i64, usize)> {
+    /// Every field in range, before any network is made: (base side, up-sampling blocks).
+    pub fn validate(&self) -> Result<(i64, usize)> {
+        let c = Check::model("biggan");
+        c.image(self.channels, self.image_size, 8, MAX_SIDE)?;
         let (base, k) = self.geometry()?;
-        if self.z_dim % (k as i64 + 1) != 0 {
-            return Err(Error::invalid(format!(
-                "BigGAN z_dim {} must split into {} equal chunks (one per block plus the input)",
-                self.z_dim,
-                k + 1
-            )));
-        }
-        if self.num_classes < 1 || self.d_steps == 0 || self.g_ch < 1 || self.d_ch < 1 {
-            return Err(Error::invalid(format!(
-                "BigGAN needs positive num_classes, d_steps and widths, got {self:?}"
-            )));
-        }
+        c.int("num_classes", self.num_classes, 1, 65536)?;
+        c.int("z_dim", self.z_dim, 1, MAX_WIDTH)?;
+        let chunks = k as i64 + 1;
+        c.ensure(
+            self.z_dim % chunks == 0,
+            "z_dim",
+            self.z_dim,
+            format_args!(
+                "a multiple of {chunks} (one equal chunk per generator block plus the input at image_size {})",
+                self.image_size
+            ),
+        )?;
+        c.int("shared_dim", self.shared_dim, 1, MAX_WIDTH)?;
+        // Both networks are at most 4 width units wide.
+        c.int("g_ch", self.g_ch, 1, MAX_WIDTH / 4)?;
+        c.int("d_ch", self.d_ch, 1, MAX_WIDTH / 4)?;
+        let mut sides: Vec<i64> = (1..=k).map(|i| base << i).collect(); // G's blocks
+        sides.extend((1..=k).map(|i| self.image_size >> i)); // D's blocks
+        sides.sort_unstable();
+        sides.dedup();
+        c.ensure(
+            self.attn_res == 0 || sides.contains(&self.attn_res),
+            "attn_res",
+            self.attn_res,
+            format_args!("0 (no attention) or a feature-map side of the networks: {sides:?}"),
+        )?;
+        c.non_negative("lr_g", self.lr_g)?;
+        c.adam("lr_d", self.lr_d, self.beta1, self.beta2)?;
+        c.int("d_steps", self.d_steps, 1, 100)?;
+        c.non_negative("ortho", self.ortho)?;
+        c.non_negative("truncation", self.truncation)?;
         Ok((base, k))
     }
 
@@ -745,14 +769,14 @@ pub fn entry() -> ModelEntry {
         interpolation: Some("slerp in z, one class per row"),
         summary: "BigGAN-style conditional GAN (Brock et al. 2019): shared-embedding CBN, projection D, spectral norm, self-attention, hinge, orthogonal reg., truncation; batch = d_steps x slice",
         default_config: |info: &DataInfo| {
-            let (c, h) = crate::pair::square_image("BigGAN", info)?;
+            let (c, h) = crate::pair::square_image("biggan", info)?;
             let k = info.num_classes.ok_or_else(|| Error::invalid("BigGAN is class-conditional: the data must have labels (e.g. fashion-mnist)"))?;
             let cfg = BigGanConfig { channels: c, image_size: h, num_classes: k as i64, attn_res: h / 2, ..Default::default() };
             cfg.validate()?;
             Ok(serde_json::to_value(cfg)?)
         },
         build: |json, device| {
-            let cfg: BigGanConfig = genmodels_core::model::parse_config("BigGAN", json)?;
+            let cfg: BigGanConfig = Check::model("biggan").parse(json)?;
             Ok(Box::new(BigGan::new(cfg, device)?))
         },
     }
@@ -780,6 +804,33 @@ mod tests {
         assert!(g
             .chunks(10)
             .all(|row| row == (0..10).collect::<Vec<i64>>().as_slice()));
+    }
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let bad = [
+            ("channels", json!(0)),
+            ("image_size", json!(36)), // 9 * 4: base over 7
+            ("image_size", json!(-28)),
+            ("num_classes", json!(0)),
+            ("z_dim", json!(0)),
+            ("z_dim", json!(61)), // three chunks at 28x28
+            ("shared_dim", json!(-4)),
+            ("g_ch", json!(0)),
+            ("d_ch", json!(4096)),
+            ("attn_res", json!(9)),
+            ("attn_res", json!(-1)),
+            ("lr_g", json!(-1e-4)),
+            ("lr_d", json!(-1.0)),
+            ("beta1", json!(1.5)),
+            ("beta2", json!(1.0)),
+            ("d_steps", json!(0)),
+            ("d_steps", json!(-2)),
+            ("ortho", json!(-1e-4)),
+            ("truncation", json!(-0.5)),
+        ];
+        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
     }
 
     fn tiny() -> BigGanConfig {

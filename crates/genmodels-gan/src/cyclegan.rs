@@ -23,6 +23,7 @@
 use crate::pair::GanPair;
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
+use genmodels_core::model::check::{Check, MAX_SIDE, MAX_WIDTH};
 use genmodels_core::model::{
     Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples, Translate,
 };
@@ -76,6 +77,40 @@ impl Default for CycleGanConfig {
             pool_size: 50,
             showcase: 8,
         }
+    }
+}
+
+impl CycleGanConfig {
+    /// Every field in range, before any network is made.
+    pub fn validate(&self) -> Result<()> {
+        let c = Check::model("cyclegan");
+        c.image(self.channels, self.image_size, 16, MAX_SIDE)?;
+        c.ensure(
+            self.image_size % 4 == 0,
+            "image_size",
+            self.image_size,
+            "a multiple of 4 (two stride-2 layers in G, the PatchGAN's receptive field)",
+        )?;
+        c.int("class_a", self.class_a, 0, 65535)?;
+        c.int("class_b", self.class_b, 0, 65535)?;
+        c.ensure(
+            self.class_a != self.class_b,
+            "class_b",
+            self.class_b,
+            format_args!(
+                "a class other than class_a ({}): the two domains",
+                self.class_a
+            ),
+        )?;
+        // Both networks are at most 4 width units wide.
+        c.int("ngf", self.ngf, 1, MAX_WIDTH / 4)?;
+        c.int("ndf", self.ndf, 1, MAX_WIDTH / 4)?;
+        c.int("n_res", self.n_res, 0, 64)?;
+        c.non_negative("lambda_cycle", self.lambda_cycle)?;
+        c.non_negative("lambda_identity", self.lambda_identity)?;
+        c.adam("lr", self.lr, self.beta1, self.beta2)?;
+        c.int("pool_size", self.pool_size, 0, 1000)?;
+        c.int("showcase", self.showcase, 1, 1024)
     }
 }
 
@@ -288,17 +323,7 @@ fn l1(a: &Tensor, b: &Tensor) -> Tensor {
 
 impl CycleGan {
     pub fn new(cfg: CycleGanConfig, device: Device) -> Result<Self> {
-        if cfg.image_size % 4 != 0 || cfg.image_size < 16 {
-            return Err(Error::invalid(format!(
-                "CycleGAN image_size must be a multiple of 4 and at least 16 (the PatchGAN needs it), got {}",
-                cfg.image_size
-            )));
-        }
-        if cfg.class_a == cfg.class_b {
-            return Err(Error::invalid(
-                "CycleGAN needs two different classes for its domains",
-            ));
-        }
+        cfg.validate()?;
         let adam = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
         let (pair, nets) = GanPair::new(device, adam, adam, |g_vs, d_vs| {
             let (g, d) = (g_vs.root(), d_vs.root());
@@ -467,14 +492,16 @@ pub fn entry() -> ModelEntry {
         interpolation: None,
         summary: "CycleGAN (Zhu et al. 2017) between two classes (default 7 <-> 9: sneaker <-> ankle boot; data fashion-mnist@7,9): ResNet G, PatchGAN D, LSGAN, cycle 10, identity 0.5, 50-image history",
         default_config: |info: &DataInfo| {
-            let (c, h) = crate::pair::square_image("CycleGAN", info)?;
+            let (c, h) = crate::pair::square_image("cyclegan", info)?;
             if info.num_classes.is_none() {
                 return Err(Error::invalid("CycleGAN takes its two domains from labels: use labelled data such as fashion-mnist@7,9"));
             }
-            Ok(serde_json::to_value(CycleGanConfig { channels: c, image_size: h, ..Default::default() })?)
+            let cfg = CycleGanConfig { channels: c, image_size: h, ..Default::default() };
+            cfg.validate()?;
+            Ok(serde_json::to_value(cfg)?)
         },
         build: |json, device| {
-            let cfg: CycleGanConfig = genmodels_core::model::parse_config("CycleGAN", json)?;
+            let cfg: CycleGanConfig = Check::model("cyclegan").parse(json)?;
             Ok(Box::new(CycleGan::new(cfg, device)?))
         },
     }
@@ -483,6 +510,32 @@ pub fn entry() -> ModelEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let bad = [
+            ("pool_size", json!(-1)),
+            ("pool_size", json!(1_000_000)),
+            ("showcase", json!(-1)),
+            ("showcase", json!(0)),
+            ("channels", json!(0)),
+            ("image_size", json!(30)),
+            ("image_size", json!(12)),
+            ("class_a", json!(-1)),
+            ("class_b", json!(7)), // the same as class_a
+            ("ngf", json!(0)),
+            ("ndf", json!(-32)),
+            ("ngf", json!(100_000)),
+            ("n_res", json!(-1)),
+            ("lambda_cycle", json!(-10.0)),
+            ("lambda_identity", json!(-0.5)),
+            ("lr", json!(-2e-4)),
+            ("beta1", json!(1.0)),
+            ("beta2", json!(-1.0)),
+        ];
+        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+    }
 
     fn tiny() -> CycleGanConfig {
         CycleGanConfig {

@@ -22,6 +22,7 @@
 use crate::pair::{critic_chunks, GanPair};
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{gradient_penalty, GanLoss};
+use genmodels_core::model::check::{Check, MAX_SIDE, MAX_WIDTH};
 use genmodels_core::model::{Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
@@ -104,18 +105,44 @@ impl DcganConfig {
 
     /// (base side, number of stride-2 layers) for the image side.
     pub fn geometry(&self) -> Result<(i64, usize)> {
+        self.geometry_for("dcgan")
+    }
+
+    fn geometry_for(&self, model: &str) -> Result<(i64, usize)> {
         let (mut side, mut k) = (self.image_size, 0usize);
         while side % 2 == 0 && side / 2 >= 4 {
             side /= 2;
             k += 1;
         }
         if k == 0 || side < 4 {
-            return Err(Error::invalid(format!(
-                "DCGAN image_size {} must be base * 2^k with base >= 4 and k >= 1 (e.g. 28, 32, 64)",
-                self.image_size
-            )));
+            return Err(Check::model(model).error(
+                "image_size",
+                self.image_size,
+                "base * 2^k with base >= 4 and k >= 1 (e.g. 28, 32, 64)",
+            ));
         }
         Ok((side, k))
+    }
+
+    /// Every field in range, before any network is made; errors name `model` and the key.
+    pub fn validate(&self, model: &str) -> Result<()> {
+        let c = Check::model(model);
+        c.image(self.channels, self.image_size, 8, MAX_SIDE)?;
+        let (_, k) = self.geometry_for(model)?;
+        // The widest layers are ngf * 2^(k-1) (G's first) and ndf * 2^(k-1) (D's last).
+        let widest = MAX_WIDTH >> (k - 1);
+        c.int("z_dim", self.z_dim, 1, MAX_WIDTH)?;
+        c.int("ngf", self.ngf, 1, widest)?;
+        c.int("ndf", self.ndf, 1, widest)?;
+        c.adam("lr", self.lr, self.beta1, self.beta2)?;
+        c.non_negative("gp_lambda", self.gp_lambda)?;
+        c.int("n_critic", self.n_critic, 1, 100)?;
+        c.ensure(
+            !(self.d_norm == DNorm::Batch && self.gp_lambda > 0.0),
+            "d_norm",
+            "\"batch\"",
+            "\"none\" or \"layer\" with gp_lambda > 0: a gradient penalty needs a critic without batch norm (per-sample gradients)",
+        )
     }
 }
 
@@ -202,11 +229,6 @@ pub fn generator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
 /// Discriminator: Conv 4/2 + LReLU (no BN on the input layer) -> k-1 x [Conv 4/2, BN, LReLU] -> Conv base -> logit.
 pub fn discriminator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
     let (base, k) = c.geometry()?;
-    if c.d_norm == DNorm::Batch && c.gp_lambda > 0.0 {
-        return Err(Error::invalid(
-            "a gradient penalty needs a critic without batch norm (per-sample gradients); set d_norm to \"none\" or \"layer\"",
-        ));
-    }
     let mut ch = c.ndf;
     let mut side = c.image_size / 2;
     let mut seq = nn::seq_t()
@@ -274,9 +296,7 @@ impl Dcgan {
 
     /// The same networks registered under another name (`wgan-gp`).
     pub fn named(name: &'static str, cfg: DcganConfig, device: Device) -> Result<Self> {
-        if cfg.n_critic == 0 {
-            return Err(Error::invalid("n_critic must be at least 1"));
-        }
+        cfg.validate(name)?;
         let adam = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
         let (pair, (g, d)) = GanPair::new(device, adam, adam, |g_vs, d_vs| {
             Ok((
@@ -404,7 +424,7 @@ fn image_config(name: &str, info: &DataInfo, base: DcganConfig) -> Result<serde_
         image_size: h,
         ..base
     };
-    cfg.geometry()?;
+    cfg.validate(name)?;
     Ok(serde_json::to_value(cfg)?)
 }
 
@@ -417,8 +437,8 @@ pub fn entry() -> ModelEntry {
         capabilities: &[Capability::Interpolation],
         interpolation: Some("slerp in z"),
         summary: "DCGAN (Radford et al. 2016): strided convs, batch norm, Adam(2e-4, 0.5), non-saturating loss",
-        default_config: |info| image_config("DCGAN", info, DcganConfig::default()),
-        build: |json, device| Ok(Box::new(Dcgan::new(genmodels_core::model::parse_config("dcgan", json)?, device)?)),
+        default_config: |info| image_config("dcgan", info, DcganConfig::default()),
+        build: |json, device| Ok(Box::new(Dcgan::new(Check::model("dcgan").parse(json)?, device)?)),
     }
 }
 
@@ -431,10 +451,8 @@ pub fn wgan_gp_entry() -> ModelEntry {
         capabilities: &[Capability::Interpolation],
         interpolation: Some("slerp in z"),
         summary: "WGAN-GP (Gulrajani et al. 2017): critic without batch norm, gradient penalty 10, 5 critic steps (batch = 5 x 64), Adam(1e-4, 0, 0.9)",
-        default_config: |info| image_config("WGAN-GP", info, DcganConfig::wgan_gp()),
-        build: |json, device| {
-            Ok(Box::new(Dcgan::named("wgan-gp", genmodels_core::model::parse_config("wgan-gp", json)?, device)?))
-        },
+        default_config: |info| image_config("wgan-gp", info, DcganConfig::wgan_gp()),
+        build: |json, device| Ok(Box::new(Dcgan::named("wgan-gp", Check::model("wgan-gp").parse(json)?, device)?)),
     }
 }
 
@@ -450,6 +468,34 @@ mod tests {
             ndf: 4,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let bad = [
+            ("channels", json!(0)),
+            ("channels", json!(65)),
+            ("image_size", json!(9)),
+            ("image_size", json!(8192)),
+            ("z_dim", json!(0)),
+            ("z_dim", json!(100_000)),
+            ("ngf", json!(-1)),
+            ("ngf", json!(5000)), // ngf * 2 at 28x28 is over the width cap
+            ("ndf", json!(0)),
+            ("lr", json!(-1e-4)),
+            ("beta1", json!(1.0)),
+            ("beta2", json!(-0.1)),
+            ("gp_lambda", json!(-1.0)),
+            ("n_critic", json!(0)),
+            ("n_critic", json!(-1)),
+            ("loss", json!("bogus")),
+            ("d_norm", json!("bogus")),
+            ("lr", json!("fast")),
+        ];
+        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        let wgan = [("d_norm", json!("batch")), ("n_critic", json!(1000))];
+        crate::assert_rejects(&wgan_gp_entry(), &crate::fashion_info(), &wgan);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use crate::pair::GanPair;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{gradient_penalty, GanLoss};
+use genmodels_core::model::check::{Check, MAX_WIDTH};
 use genmodels_core::model::{DataInfo, Losses, Model, ModelEntry, Output, Samples};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
@@ -53,6 +54,18 @@ impl Default for Gan2dConfig {
     }
 }
 
+impl Gan2dConfig {
+    /// Every field in range, before any network is made.
+    pub fn validate(&self) -> Result<()> {
+        let c = Check::model("gan2d");
+        c.int("z_dim", self.z_dim, 1, MAX_WIDTH)?;
+        c.int("hidden", self.hidden, 1, MAX_WIDTH)?;
+        c.non_negative("gp_lambda", self.gp_lambda)?;
+        c.int("n_critic", self.n_critic, 1, 100)?;
+        c.adam("lr", self.lr, self.beta1, self.beta2)
+    }
+}
+
 pub struct Gan2d {
     pub cfg: Gan2dConfig,
     pair: GanPair,
@@ -64,11 +77,7 @@ pub struct Gan2d {
 
 impl Gan2d {
     pub fn new(cfg: Gan2dConfig, device: Device) -> Result<Self> {
-        if cfg.n_critic == 0 || cfg.z_dim < 1 || cfg.hidden < 1 {
-            return Err(Error::invalid(format!(
-                "gan2d: n_critic, z_dim and hidden must be positive, got {cfg:?}"
-            )));
-        }
+        cfg.validate()?;
         let adam = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
         let h = cfg.hidden;
         let (pair, (g, d_body, d_out)) = GanPair::new(device, adam, adam, |g_vs, d_vs| {
@@ -185,10 +194,12 @@ pub fn entry() -> ModelEntry {
             if info.example_shape != [2] {
                 return Err(Error::invalid(format!("gan2d needs 2-D points (ring8, grid25), got examples of shape {:?}", info.example_shape)));
             }
-            Ok(serde_json::to_value(Gan2dConfig::default())?)
+            let cfg = Gan2dConfig::default();
+            cfg.validate()?;
+            Ok(serde_json::to_value(cfg)?)
         },
         build: |json, device| {
-            let cfg: Gan2dConfig = genmodels_core::model::parse_config("gan2d", json)?;
+            let cfg: Gan2dConfig = Check::model("gan2d").parse(json)?;
             Ok(Box::new(Gan2d::new(cfg, device)?))
         },
     }
@@ -197,6 +208,31 @@ pub fn entry() -> ModelEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let points = DataInfo {
+            example_shape: vec![2],
+            num_classes: None,
+            vocab_size: None,
+            vocab: None,
+        };
+        let bad = [
+            ("z_dim", json!(0)),
+            ("hidden", json!(-128)),
+            ("hidden", json!(1 << 20)),
+            ("loss", json!("bogus")),
+            ("gp_lambda", json!(-0.1)),
+            ("n_critic", json!(0)),
+            ("n_critic", json!(-5)),
+            ("lr", json!(-1.0)),
+            ("beta1", json!(1.0)),
+            ("beta2", json!(1.01)),
+            ("minibatch_std", json!("yes")),
+        ];
+        crate::assert_rejects(&entry(), &points, &bad);
+    }
 
     #[test]
     fn minibatch_std_sees_collapse_and_all_parameters_learn() {

@@ -35,6 +35,35 @@ pub fn entries() -> Vec<ModelEntry> {
     ]
 }
 
+/// For the config tests: building `entry` from its default config for `info` with each `key`
+/// set to its bad value is a one-line error that names the model and that key.
+#[cfg(test)]
+pub(crate) fn assert_rejects(
+    entry: &ModelEntry,
+    info: &genmodels_core::model::DataInfo,
+    cases: &[(&str, serde_json::Value)],
+) {
+    for (key, value) in cases {
+        let e = genmodels_core::model::check::build_error(entry, info, key, value.clone());
+        let head = format!("{} config: `{key}` = ", entry.name);
+        assert!(
+            e.starts_with(&head) && !e.contains('\n'),
+            "{key} = {value}: {e}"
+        );
+    }
+}
+
+/// Labelled 28x28 grey images, as Fashion-MNIST.
+#[cfg(test)]
+pub(crate) fn fashion_info() -> genmodels_core::model::DataInfo {
+    genmodels_core::model::DataInfo {
+        example_shape: vec![1, 28, 28],
+        num_classes: Some(10),
+        vocab_size: None,
+        vocab: None,
+    }
+}
+
 /// libtorch's random generator is process-wide: the crate's tests that seed it (and those that
 /// draw from it) take turns, so a seeded test sees exactly its own draws.
 #[cfg(test)]

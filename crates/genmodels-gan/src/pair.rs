@@ -118,6 +118,7 @@ mod tests {
     /// trainable again once the guard is gone.
     #[test]
     fn freezing_d_changes_nothing_but_d_gradients() {
+        let _g = crate::test_lock();
         tch::manual_seed(0);
         let (pair, (g, d)) = GanPair::new(
             Device::Cpu,

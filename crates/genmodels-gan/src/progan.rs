@@ -21,6 +21,7 @@
 use crate::pair::GanPair;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{gradient_penalty, GanLoss};
+use genmodels_core::model::check::{Check, MAX_WIDTH};
 use genmodels_core::model::{Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
@@ -71,18 +72,27 @@ impl Default for ProGanConfig {
 impl ProGanConfig {
     /// The networks' side (4 * 2^k >= image_size) and the number of doublings k.
     pub fn net_size(&self) -> Result<(i64, usize)> {
-        if !(4..=1024).contains(&self.image_size) {
-            return Err(Error::invalid(format!(
-                "ProGAN image_size must be in 4..=1024, got {}",
-                self.image_size
-            )));
-        }
+        Check::model("progan").int("image_size", self.image_size, 4, 1024)?;
         let (mut side, mut k) = (4i64, 0usize);
         while side < self.image_size {
             side *= 2;
             k += 1;
         }
         Ok((side, k))
+    }
+
+    /// Every field in range, before any network is made.
+    pub fn validate(&self) -> Result<()> {
+        let c = Check::model("progan");
+        c.image(self.channels, self.image_size, 4, 1024)?;
+        c.int("z_dim", self.z_dim, 1, MAX_WIDTH)?;
+        c.int("fmap_max", self.fmap_max, 1, MAX_WIDTH)?;
+        c.int("fmap_min", self.fmap_min, 1, self.fmap_max)?;
+        c.int("phase_steps", self.phase_steps, 1, 1_000_000_000)?;
+        c.adam("lr", self.lr, self.beta1, self.beta2)?;
+        c.non_negative("gp_lambda", self.gp_lambda)?;
+        c.non_negative("drift", self.drift)?;
+        c.int("mbstd_group", self.mbstd_group, 1, 1024)
     }
 
     fn fmaps(&self, stage: usize) -> i64 {
@@ -354,7 +364,7 @@ pub struct ProGan {
 
 impl ProGan {
     pub fn new(cfg: ProGanConfig, device: Device) -> Result<Self> {
-        cfg.net_size()?;
+        cfg.validate()?;
         let adam = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
         let (pair, (g, d, progress)) = GanPair::new(device, adam, adam, |g_vs, d_vs| {
             let g = Generator::new(g_vs.root(), &cfg)?;
@@ -482,13 +492,13 @@ pub fn entry() -> ModelEntry {
         interpolation: Some("slerp in z"),
         summary: "Progressive GAN (Karras et al. 2018): 4x4 -> 32x32 with fade-in, equalised lr, pixel norm, minibatch std, WGAN-GP + drift; train for phase_steps * (1 + 2k) steps",
         default_config: |info: &DataInfo| {
-            let (c, h) = crate::pair::square_image("ProGAN", info)?;
+            let (c, h) = crate::pair::square_image("progan", info)?;
             let cfg = ProGanConfig { channels: c, image_size: h, ..Default::default() };
-            cfg.net_size()?;
+            cfg.validate()?;
             Ok(serde_json::to_value(cfg)?)
         },
         build: |json, device| {
-            let cfg: ProGanConfig = genmodels_core::model::parse_config("ProGAN", json)?;
+            let cfg: ProGanConfig = Check::model("progan").parse(json)?;
             Ok(Box::new(ProGan::new(cfg, device)?))
         },
     }
@@ -499,6 +509,30 @@ mod tests {
     use super::*;
     use genmodels_core::checkpoint::Checkpoint;
     use tch::nn::VarStore;
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let bad = [
+            ("mbstd_group", json!(0)),
+            ("mbstd_group", json!(-4)),
+            ("channels", json!(0)),
+            ("image_size", json!(2)),
+            ("image_size", json!(2048)),
+            ("z_dim", json!(0)),
+            ("fmap_max", json!(1_000_000)),
+            ("fmap_min", json!(0)),
+            ("fmap_min", json!(256)), // over fmap_max
+            ("phase_steps", json!(0)),
+            ("phase_steps", json!(-1)),
+            ("lr", json!(-1.0)),
+            ("beta1", json!(-0.5)),
+            ("beta2", json!(1.0)),
+            ("gp_lambda", json!(-10.0)),
+            ("drift", json!(-0.001)),
+        ];
+        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+    }
 
     fn tiny() -> ProGanConfig {
         ProGanConfig {

@@ -28,6 +28,7 @@
 use crate::pair::GanPair;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{r1_penalty, GanLoss};
+use genmodels_core::model::check::{Check, MAX_WIDTH};
 use genmodels_core::model::{Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples};
 use genmodels_core::optim::{AdamConfig, StepCtx};
 use genmodels_core::samplers::truncate_toward;
@@ -93,18 +94,40 @@ impl Default for StyleGanConfig {
 
 impl StyleGanConfig {
     pub fn net_size(&self) -> Result<(i64, usize)> {
-        if !(8..=1024).contains(&self.image_size) {
-            return Err(Error::invalid(format!(
-                "StyleGAN image_size must be in 8..=1024, got {}",
-                self.image_size
-            )));
-        }
+        Check::model("stylegan2").int("image_size", self.image_size, 8, 1024)?;
         let (mut side, mut k) = (4i64, 0usize);
         while side < self.image_size {
             side *= 2;
             k += 1;
         }
         Ok((side, k))
+    }
+
+    /// Every field in range, before any network is made.
+    pub fn validate(&self) -> Result<()> {
+        let c = Check::model("stylegan2");
+        c.image(self.channels, self.image_size, 8, 1024)?;
+        c.int("z_dim", self.z_dim, 1, MAX_WIDTH)?;
+        c.int("w_dim", self.w_dim, 1, MAX_WIDTH)?;
+        c.int("map_layers", self.map_layers, 0, 64)?;
+        c.ensure(
+            self.map_layers > 0 || self.z_dim == self.w_dim,
+            "map_layers",
+            0,
+            format_args!(
+                "at least 1 while z_dim ({}) differs from w_dim ({})",
+                self.z_dim, self.w_dim
+            ),
+        )?;
+        c.int("fmap_max", self.fmap_max, 1, MAX_WIDTH)?;
+        c.int("fmap_min", self.fmap_min, 1, self.fmap_max)?;
+        c.adam("lr", self.lr, self.beta1, self.beta2)?;
+        c.non_negative("r1_gamma", self.r1_gamma)?;
+        c.int("r1_every", self.r1_every, 1, 1_000_000)?;
+        c.probability("mixing_prob", self.mixing_prob)?;
+        c.non_negative("pl_weight", self.pl_weight)?;
+        c.int("pl_every", self.pl_every, 1, 1_000_000)?;
+        c.finite("truncation_psi", self.truncation_psi)
     }
 
     fn fmaps(&self, stage: usize) -> i64 {
@@ -500,7 +523,7 @@ pub struct StyleGan {
 
 impl StyleGan {
     pub fn new(cfg: StyleGanConfig, device: Device) -> Result<Self> {
-        cfg.net_size()?;
+        cfg.validate()?;
         // Lazy regularisation rescales Adam for the D (Sec. 3.1 / App. B): lr and betas ** c.
         let c = cfg.r1_every as f64 / (cfg.r1_every as f64 + 1.0);
         let adam_g = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
@@ -695,13 +718,13 @@ pub fn entry() -> ModelEntry {
         interpolation: Some("linearly in W"),
         summary: "StyleGAN2 (Karras et al. 2020): mapping network, modulated/demodulated convs, noise, skip G, residual D, style mixing, lazy R1, path length (off by default), truncation in W",
         default_config: |info: &DataInfo| {
-            let (c, h) = crate::pair::square_image("StyleGAN", info)?;
+            let (c, h) = crate::pair::square_image("stylegan2", info)?;
             let cfg = StyleGanConfig { channels: c, image_size: h, ..Default::default() };
-            cfg.net_size()?;
+            cfg.validate()?;
             Ok(serde_json::to_value(cfg)?)
         },
         build: |json, device| {
-            let cfg: StyleGanConfig = genmodels_core::model::parse_config("StyleGAN", json)?;
+            let cfg: StyleGanConfig = Check::model("stylegan2").parse(json)?;
             Ok(Box::new(StyleGan::new(cfg, device)?))
         },
     }
@@ -711,6 +734,46 @@ pub fn entry() -> ModelEntry {
 mod tests {
     use super::*;
     use tch::nn::VarStore;
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let bad = [
+            ("channels", json!(100)),
+            ("image_size", json!(4)),
+            ("z_dim", json!(0)),
+            ("w_dim", json!(-1)),
+            ("map_layers", json!(-1)),
+            ("map_layers", json!(1000)),
+            ("fmap_max", json!(0)),
+            ("fmap_min", json!(1024)),
+            ("lr", json!(-2e-3)),
+            ("beta1", json!(1.0)),
+            ("beta2", json!(2.0)),
+            ("r1_gamma", json!(-0.1)),
+            ("r1_every", json!(0)),
+            ("mixing_prob", json!(1.5)),
+            ("mixing_prob", json!(-0.1)),
+            ("pl_weight", json!(-2.0)),
+            ("pl_every", json!(0)),
+            ("truncation_psi", json!("none")),
+            ("fused_modconv", json!(1)),
+        ];
+        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        // No mapping layers is only possible when z and w have one size.
+        let c = StyleGanConfig {
+            map_layers: 0,
+            w_dim: 64,
+            ..Default::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`map_layers` = 0"), "{e}");
+        let ok = StyleGanConfig {
+            map_layers: 0,
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
+    }
 
     fn tiny() -> StyleGanConfig {
         StyleGanConfig {

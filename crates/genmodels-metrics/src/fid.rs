@@ -12,6 +12,8 @@
 //! where that route is well defined, and stays finite when it is not.
 
 use crate::{features_f64, Error, Result};
+use genmodels_core::checkpoint::read_safetensors;
+use genmodels_core::data::limits::torch_error_line;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -86,74 +88,152 @@ impl FeatureStats {
         Ok(&self.m2 / (self.n - 1) as f64)
     }
 
-    /// Saves `mu`, `sigma` and `num_samples` as safetensors (so a dataset's statistics are computed once).
+    /// Saves `mu`, `sigma` and `num_samples` as safetensors (so a dataset's statistics are
+    /// computed once). The write is atomic: a temporary file in the same folder, fsync, rename
+    /// over `path`, fsync of the folder; on failure `path` keeps its previous content.
     pub fn save(&self, path: &Path) -> Result<()> {
         let sigma = self.covariance()?;
         let n = Tensor::from(self.n);
-        let tmp = path.with_extension("tmp");
-        Tensor::write_safetensors(
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let res = Tensor::write_safetensors(
             &[("mu", &self.mean), ("sigma", &sigma), ("num_samples", &n)],
             &tmp,
-        )?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|()| {
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        });
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(path, e));
+        }
+        Ok(())
     }
 
-    /// Loads statistics written by [`FeatureStats::save`].
+    /// Loads statistics written by [`FeatureStats::save`] (pytorch-fid's `mu` and `sigma`, plus
+    /// `num_samples`). Every field is checked: `mu` a floating-point vector of 1 to
+    /// [`MAX_FEATURE_DIM`] values, `sigma` `[D, D]`, both finite, `num_samples` one whole number
+    /// of at least 2; anything else is a one-line error naming the file.
     pub fn load(path: &Path) -> Result<Self> {
-        let named = Tensor::read_safetensors(path)
-            .map_err(|e| Error::bad_data(path, format!("not a statistics file: {e}")))?;
+        let bad = |m: String| Error::bad_data(path, m);
+        let (_, named) = read_safetensors(path)?;
         let get = |k: &str| {
-            named
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, t)| t.shallow_clone())
-                .ok_or_else(|| Error::bad_data(path, format!("missing tensor `{k}`")))
+            named.get(k).ok_or_else(|| {
+                bad(format!(
+                    "missing tensor `{k}` (a statistics file holds mu, sigma and num_samples)"
+                ))
+            })
         };
-        let (mean, sigma, n) = (
-            get("mu")?.to_kind(Kind::Double),
-            get("sigma")?.to_kind(Kind::Double),
-            get("num_samples")?.int64_value(&[]),
-        );
-        let d = mean.size()[0];
+        let (mu, sigma, n) = (get("mu")?, get("sigma")?, get("num_samples")?);
+        let d = match mu.size()[..] {
+            [d] if (1..=MAX_FEATURE_DIM).contains(&d) => d,
+            _ => {
+                return Err(bad(format!(
+                    "mu has shape {:?}, expected a vector of 1 to {MAX_FEATURE_DIM} values",
+                    mu.size()
+                )))
+            }
+        };
         if sigma.size() != [d, d] {
-            return Err(Error::bad_data(
-                path,
-                format!("sigma has shape {:?}, expected [{d}, {d}]", sigma.size()),
-            ));
+            return Err(bad(format!(
+                "sigma has shape {:?}, expected [{d}, {d}]",
+                sigma.size()
+            )));
         }
+        for (k, t) in [("mu", mu), ("sigma", sigma)] {
+            if !t.is_floating_point() {
+                return Err(bad(format!(
+                    "{k} is {:?}, expected floating point",
+                    t.kind()
+                )));
+            }
+            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+                return Err(bad(format!("{k} holds NaN or infinite values")));
+            }
+        }
+        // A covariance is symmetric (to rounding).
+        let asym = (sigma - sigma.tr()).abs().max().double_value(&[]);
+        let scale = sigma.abs().max().double_value(&[]);
+        if asym > 1e-4 * scale {
+            return Err(bad(format!(
+                "sigma is not symmetric (|sigma - sigma^T| up to {asym:e} for entries up to {scale:e}): not a covariance"
+            )));
+        }
+        if n.numel() != 1 {
+            return Err(bad(format!(
+                "num_samples has shape {:?}, expected one number",
+                n.size()
+            )));
+        }
+        let count = n
+            .f_double_value(&vec![0; n.dim()])
+            .map_err(|e| bad(format!("num_samples: {e}")))?;
+        if !(count.fract() == 0.0 && (2.0..=(1u64 << 53) as f64).contains(&count)) {
+            return Err(bad(format!(
+                "num_samples is {count}, expected a whole number of at least 2"
+            )));
+        }
+        let n = count as i64;
         Ok(FeatureStats {
             n,
-            mean,
-            m2: sigma * (n - 1) as f64,
+            mean: mu.to_kind(Kind::Double),
+            m2: sigma.to_kind(Kind::Double) * (n - 1) as f64,
         })
     }
 }
 
+/// Largest feature dimension a statistics file may have (`sigma` is `D x D`; Inception's is 2048).
+pub const MAX_FEATURE_DIM: i64 = 1 << 15;
+
 /// Symmetric matrix square root by eigendecomposition (negative eigenvalues clamped to 0).
-fn sqrt_psd(s: &Tensor) -> Tensor {
-    let (evals, evecs) = s.linalg_eigh("L");
+fn sqrt_psd(s: &Tensor) -> Result<Tensor> {
+    let (evals, evecs) = s.f_linalg_eigh("L").map_err(eig_error)?;
     let r = evals.clamp_min(0.0).sqrt();
-    (&evecs * r.unsqueeze(0)).matmul(&evecs.tr())
+    Ok((&evecs * r.unsqueeze(0)).matmul(&evecs.tr()))
+}
+
+/// A failed eigendecomposition (statistics too ill-conditioned, e.g. from a corrupt file).
+fn eig_error(e: tch::TchError) -> Error {
+    Error::invalid(format!(
+        "FID: the covariance matrices are too ill-conditioned for an eigendecomposition ({})",
+        torch_error_line(&e)
+    ))
 }
 
 /// `tr (S1 S2)^(1/2)`: the eigenvalues of `S1 S2` are those of the symmetric PSD matrix
 /// `L^T S2 L` where `S1 = L L^T` (Cholesky), so one Cholesky factorisation and one symmetric
 /// eigenvalue solve suffice. When `S1` is singular (fewer samples than dimensions) the Cholesky
 /// factorisation fails and `S1^(1/2) S2 S1^(1/2)` is used instead (two symmetric solves).
+/// NaN when the eigenvalue solver does not converge (see [`frechet_distance`] for the error).
 pub fn trace_sqrt_product(s1: &Tensor, s2: &Tensor) -> f64 {
+    try_trace_sqrt_product(s1, s2).unwrap_or(f64::NAN)
+}
+
+fn try_trace_sqrt_product(s1: &Tensor, s2: &Tensor) -> Result<f64> {
     let sym = |m: Tensor| (&m + m.tr()) * 0.5; // symmetrise rounding noise
     let m = match s1.f_linalg_cholesky_ex(false, false) {
         Ok((l, info)) if info.int64_value(&[]) == 0 => sym(l.tr().matmul(s2).matmul(&l)),
         _ => {
-            let h = sqrt_psd(s1);
+            let h = sqrt_psd(s1)?;
             sym(h.matmul(s2).matmul(&h))
         }
     };
-    m.linalg_eigvalsh("L")
+    Ok(m.f_linalg_eigvalsh("L")
+        .map_err(eig_error)?
         .clamp_min(0.0)
         .sqrt()
         .sum(Kind::Double)
-        .double_value(&[])
+        .double_value(&[]))
 }
 
 /// Frechet distance between two sets of statistics.
@@ -177,7 +257,15 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     let (s1, s2) = (a.covariance()?, b.covariance()?);
     let diff = a.mean() - b.mean();
     let tr = s1.trace().double_value(&[]) + s2.trace().double_value(&[]);
-    Ok(diff.dot(&diff).double_value(&[]) + tr - 2.0 * trace_sqrt_product(&s1, &s2))
+    let fid = diff.dot(&diff).double_value(&[]) + tr - 2.0 * try_trace_sqrt_product(&s1, &s2)?;
+    if !fid.is_finite() {
+        return Err(Error::invalid(format!(
+            "FID: the result is {fid} (statistics of {} and {} samples out of floating-point range)",
+            a.count(),
+            b.count()
+        )));
+    }
+    Ok(fid)
 }
 
 /// FID between two feature matrices `[N, D]`.
@@ -214,7 +302,7 @@ mod tests {
             FeatureStats::from_features(&b).unwrap(),
         );
         let (ca, cb) = (sa.covariance().unwrap(), sb.covariance().unwrap());
-        let h = sqrt_psd(&ca);
+        let h = sqrt_psd(&ca).unwrap();
         let direct = h
             .matmul(&cb)
             .matmul(&h)
@@ -229,7 +317,7 @@ mod tests {
             "{got} vs {direct}"
         );
         // and the Cholesky route agrees with the eigen route on a well-conditioned pair
-        let h = sqrt_psd(&cb);
+        let h = sqrt_psd(&cb).unwrap();
         let direct = h
             .matmul(&ca)
             .matmul(&h)

@@ -79,7 +79,7 @@ pub fn generate(
                 let mut fresh = KvCache::default();
                 logits = last(&gpt.forward_cached(&ctx, &mut fresh, ctx_valid.as_ref())?);
             }
-            let next = cfg.processor.sample(&logits, Some(&seq));
+            let next = cfg.processor.sample(&logits, Some(&seq))?;
             let toks: Vec<i64> = Vec::<i64>::try_from(&next.to_device(Device::Cpu))
                 .map_err(|e| Error::invalid(format!("sampling: {e}")))?;
             for (row, &t) in toks.iter().enumerate() {

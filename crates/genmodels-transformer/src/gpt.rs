@@ -20,6 +20,7 @@
 
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::{Batch, Vocab};
+use genmodels_core::model::check::{Check, MAX_LAYER_WEIGHTS, MAX_WIDTH};
 use genmodels_core::model::{
     Capability, DataInfo, Losses, Model, ModelEntry, Output, Samples, TextModel,
 };
@@ -142,43 +143,63 @@ impl GptConfig {
         }
     }
 
+    /// Every field in range, before any variable is made (errors name the model `gpt`).
     pub fn validate(&self) -> Result<()> {
-        let pos = [
-            ("vocab_size", self.vocab_size),
-            ("block_size", self.block_size),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-            ("n_embd", self.n_embd),
-        ];
-        if let Some((k, v)) = pos.iter().find(|(_, v)| *v < 1) {
-            return Err(Error::invalid(format!("GPT {k} must be positive, got {v}")));
-        }
-        if self.n_embd % self.n_head != 0 {
-            return Err(Error::invalid(format!(
-                "GPT n_embd {} must be a multiple of n_head {}",
-                self.n_embd, self.n_head
-            )));
-        }
-        if self.positions == Positions::Rotary && self.head_dim() % 2 != 0 {
-            return Err(Error::invalid(format!(
-                "rotary positions need an even head size, got {}",
+        self.validate_for("gpt")
+    }
+
+    /// [`GptConfig::validate`] with errors naming `model`.
+    pub fn validate_for(&self, model: &str) -> Result<()> {
+        let c = Check::model(model);
+        c.int("vocab_size", self.vocab_size, 1, 1 << 20)?;
+        c.int("block_size", self.block_size, 1, 65536)?;
+        c.int("n_layer", self.n_layer, 1, 256)?;
+        c.int("n_embd", self.n_embd, 1, MAX_WIDTH)?;
+        c.int("n_head", self.n_head, 1, self.n_embd)?;
+        c.ensure(
+            self.n_embd % self.n_head == 0,
+            "n_embd",
+            self.n_embd,
+            format_args!("a multiple of n_head ({})", self.n_head),
+        )?;
+        c.ensure(
+            self.positions == Positions::Learned || self.head_dim() % 2 == 0,
+            "n_embd",
+            self.n_embd,
+            format_args!(
+                "an even head size n_embd / n_head with rotary positions (it is {})",
                 self.head_dim()
-            )));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::invalid(format!(
-                "dropout must be in [0, 1), got {}",
-                self.dropout
-            )));
-        }
+            ),
+        )?;
+        // The token embedding (and the untied head) is vocab_size x n_embd.
+        c.ensure(
+            self.vocab_size * self.n_embd <= MAX_LAYER_WEIGHTS,
+            "vocab_size",
+            self.vocab_size,
+            format_args!(
+                "at most {} with n_embd = {} (the embedding's weights at most 2^30)",
+                MAX_LAYER_WEIGHTS / self.n_embd,
+                self.n_embd
+            ),
+        )?;
+        c.fraction("dropout", self.dropout)?;
+        // RoPE's frequencies are rope_theta^(-2i/d): a base above 1 makes them fall.
+        c.ensure(
+            self.rope_theta.is_finite() && self.rope_theta > 1.0,
+            "rope_theta",
+            self.rope_theta,
+            "a finite number > 1",
+        )?;
+        c.positive("norm_eps", self.norm_eps)?;
+        c.adam("lr", self.lr, self.beta1, self.beta2)?;
+        c.non_negative("weight_decay", self.weight_decay)?;
         if let Some(v) = &self.vocab {
-            if v.size() as i64 > self.vocab_size {
-                return Err(Error::invalid(format!(
-                    "the tokenizer has {} tokens but vocab_size is {}",
-                    v.size(),
-                    self.vocab_size
-                )));
-            }
+            c.ensure(
+                v.size() as i64 <= self.vocab_size,
+                "vocab_size",
+                self.vocab_size,
+                format_args!("at least the tokenizer's {} tokens", v.size()),
+            )?;
         }
         Ok(())
     }
@@ -667,6 +688,7 @@ pub struct GptModel {
 
 impl GptModel {
     pub fn new(name: &'static str, cfg: GptConfig, device: Device) -> Result<Self> {
+        cfg.validate_for(name)?;
         let vs = VarStore::new(device);
         let gpt = Gpt::new(vs.root(), cfg)?;
         let c = &gpt.cfg;
@@ -814,12 +836,12 @@ fn text_config(name: &str, info: &DataInfo, base: GptConfig) -> Result<serde_jso
         vocab: info.vocab.clone(),
         ..base
     };
-    cfg.validate()?;
+    cfg.validate_for(name)?;
     Ok(serde_json::to_value(cfg)?)
 }
 
 fn build(name: &'static str, json: &serde_json::Value, device: Device) -> Result<Box<dyn Model>> {
-    let cfg: GptConfig = genmodels_core::model::parse_config("{name}", json)?;
+    let cfg: GptConfig = Check::model(name).parse(json)?;
     Ok(Box::new(GptModel::new(name, cfg, device)?))
 }
 
@@ -848,5 +870,88 @@ pub fn mini_entry() -> ModelEntry {
         summary: "GPT decoder, nanoGPT's CPU configuration (4 layers x 4 heads x 128, context 64, no dropout, AdamW 1e-3)",
         default_config: |info| text_config("gpt-mini", info, GptConfig::cpu_mini()),
         build: |json, device| build("gpt-mini", json, device),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        let text = DataInfo {
+            example_shape: vec![64],
+            num_classes: None,
+            vocab_size: Some(65),
+            vocab: None,
+        };
+        let bad = [
+            ("vocab_size", json!(0)),
+            ("vocab_size", json!(10_000_000)),
+            ("block_size", json!(-1)),
+            ("block_size", json!(1 << 20)),
+            ("n_layer", json!(0)),
+            ("n_layer", json!(10_000)),
+            ("n_head", json!(0)),
+            ("n_head", json!(1000)), // more heads than n_embd
+            ("n_embd", json!(99)),   // not a multiple of the 6 (gpt) or 4 (gpt-mini) heads
+            ("n_embd", json!(100_000)),
+            ("dropout", json!(1.0)),
+            ("dropout", json!(-0.1)),
+            ("rope_theta", json!(0.5)),
+            ("norm_eps", json!(0.0)),
+            ("lr", json!(-1e-3)),
+            ("weight_decay", json!(-0.1)),
+            ("beta1", json!(1.0)),
+            ("beta2", json!(-0.95)),
+            ("positions", json!("absolute")),
+            ("bias", json!("yes")),
+        ];
+        for entry in [entry(), mini_entry()] {
+            for (key, value) in &bad {
+                let e =
+                    genmodels_core::model::check::build_error(&entry, &text, key, value.clone());
+                let head = format!("{} config: `{key}` = ", entry.name);
+                assert!(
+                    e.starts_with(&head) && !e.contains('\n'),
+                    "{key} = {value}: {e}"
+                );
+            }
+        }
+        // Rotary positions need an even head size (here 390 / 6 = 65).
+        let odd = GptConfig {
+            positions: Positions::Rotary,
+            n_embd: 390,
+            ..GptConfig::char_small()
+        };
+        let e = odd.validate_for("gpt").unwrap_err().to_string();
+        assert!(
+            e.contains("`n_embd` = 390, expected an even head size"),
+            "{e}"
+        );
+        // 2^20 tokens x 2048 is over the weight cap of one layer.
+        let wide = GptConfig {
+            vocab_size: 1 << 20,
+            n_embd: 2048,
+            n_head: 16,
+            ..GptConfig::char_small()
+        };
+        let e = wide.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("`vocab_size` = 1048576, expected at most 524288"),
+            "{e}"
+        );
+        // A tokenizer larger than the vocabulary.
+        let small = GptConfig {
+            vocab_size: 3,
+            vocab: Some(Vocab::chars_of("abcdef")),
+            ..GptConfig::cpu_mini()
+        };
+        let e = small.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("`vocab_size` = 3, expected at least the tokenizer's"),
+            "{e}"
+        );
     }
 }

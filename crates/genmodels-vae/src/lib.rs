@@ -17,15 +17,18 @@ pub mod vqvae;
 use genmodels_core::model::{DataInfo, ModelEntry};
 use genmodels_core::Result;
 
-/// A model's default config for square image data `[C, H, H]`: `make(C, H)`, or an error that
-/// names the model and the shape it got.
+/// A model's default config for square image data `[C, H, H]`: `make(C, H)` once `validate`
+/// accepts it, or an error that names the model and the shape or the value it got.
 pub(crate) fn image_config<T: serde::Serialize>(
     info: &DataInfo,
     name: &str,
     make: impl FnOnce(i64, i64) -> T,
+    validate: impl FnOnce(&T) -> Result<()>,
 ) -> Result<serde_json::Value> {
     let (c, h) = genmodels_core::model::square_image(name, info)?;
-    Ok(serde_json::to_value(make(c, h))?)
+    let cfg = make(c, h);
+    validate(&cfg)?;
+    Ok(serde_json::to_value(cfg)?)
 }
 
 /// The models of this family, for the `genmodels` command line.
@@ -37,6 +40,35 @@ pub fn entries() -> Vec<ModelEntry> {
         vqvae::entry(),
         vaegan::entry(),
     ]
+}
+
+/// For the config tests: building `entry` from its default config for `info` with each `key`
+/// set to its bad value is a one-line error that names the model and that key.
+#[cfg(test)]
+pub(crate) fn assert_rejects(
+    entry: &ModelEntry,
+    info: &DataInfo,
+    cases: &[(&str, serde_json::Value)],
+) {
+    for (key, value) in cases {
+        let e = genmodels_core::model::check::build_error(entry, info, key, value.clone());
+        let head = format!("{} config: `{key}` = ", entry.name);
+        assert!(
+            e.starts_with(&head) && !e.contains('\n'),
+            "{key} = {value}: {e}"
+        );
+    }
+}
+
+/// 28x28 grey images, as Fashion-MNIST.
+#[cfg(test)]
+pub(crate) fn fashion_info() -> DataInfo {
+    DataInfo {
+        example_shape: vec![1, 28, 28],
+        num_classes: Some(10),
+        vocab_size: None,
+        vocab: None,
+    }
 }
 
 /// libtorch's random generator is process-wide: the crate's tests that seed it take turns.

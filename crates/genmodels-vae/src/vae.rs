@@ -20,6 +20,7 @@
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::{bernoulli_log_likelihood, gaussian_kl};
+use genmodels_core::model::check::{Check, MAX_LAYER_WEIGHTS, MAX_SIDE, MAX_WIDTH};
 use genmodels_core::model::{
     Capability, DataInfo, Likelihood, Losses, Model, ModelEntry, Output, Reconstruct, Samples,
     Traversal,
@@ -81,39 +82,34 @@ impl Default for VaeConfig {
 }
 
 impl VaeConfig {
-    fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::invalid(format!("vae config: {m}")));
-        if self.channels < 1 || self.image_size < 1 {
-            return bad(format!(
-                "channels and image_size must be positive, got {} and {}",
-                self.channels, self.image_size
-            ));
-        }
-        if self.hidden < 1 || self.hidden_layers < 1 || self.z_dim < 1 {
-            return bad(format!(
-                "hidden, hidden_layers and z_dim must be positive, got {}, {}, {}",
-                self.hidden, self.hidden_layers, self.z_dim
-            ));
-        }
-        if self.k < 1 {
-            return bad(format!(
-                "k (samples per input) must be at least 1, got {}",
-                self.k
-            ));
-        }
-        if !(self.beta > 0.0 && self.beta.is_finite()) {
-            return bad(format!("beta must be a positive number, got {}", self.beta));
-        }
-        if self.objective == Objective::Iwae && self.beta != 1.0 {
-            return bad(format!(
-                "beta = {} weights the KL of the ELBO; the IWAE bound has no separate KL term (use objective = elbo)",
-                self.beta
-            ));
-        }
-        if self.lr.is_nan() || self.lr <= 0.0 {
-            return bad(format!("lr must be positive, got {}", self.lr));
-        }
-        Ok(())
+    /// Every field in range, before any network is made; errors name `model` and the key.
+    pub fn validate(&self, model: &str) -> Result<()> {
+        let c = Check::model(model);
+        c.image(self.channels, self.image_size, 1, MAX_SIDE)?;
+        c.int("hidden", self.hidden, 1, MAX_WIDTH)?;
+        // The first encoder layer and the last decoder layer are pixels x hidden.
+        let dim = self.dim();
+        c.ensure(
+            dim * self.hidden <= MAX_LAYER_WEIGHTS,
+            "hidden",
+            self.hidden,
+            format_args!(
+                "at most {} for {dim} pixels per image (one layer's weights at most 2^30)",
+                MAX_LAYER_WEIGHTS / dim
+            ),
+        )?;
+        c.int("hidden_layers", self.hidden_layers, 1, 64)?;
+        c.int("z_dim", self.z_dim, 1, MAX_WIDTH)?;
+        c.int("k", self.k, 1, 5000)?;
+        c.positive("beta", self.beta)?;
+        c.ensure(
+            self.objective == Objective::Elbo || self.beta == 1.0,
+            "beta",
+            self.beta,
+            "1 with objective = iwae: beta weights the KL of the ELBO, the IWAE bound has no separate KL term (use objective = elbo)",
+        )?;
+        c.non_negative("lr", self.lr)?;
+        c.positive("adam_eps", self.adam_eps)
     }
 
     /// Pixels per image.
@@ -162,7 +158,7 @@ pub struct BoundParts {
 
 impl Vae {
     pub fn new(name: &'static str, cfg: VaeConfig, device: Device) -> Result<Self> {
-        cfg.validate()?;
+        cfg.validate(name)?;
         let vs = VarStore::new(device);
         let (d, h, l, z) = (cfg.dim(), cfg.hidden, cfg.hidden_layers, cfg.z_dim);
         let enc = mlp(vs.root() / "enc", d, h, l, 2 * z);
@@ -452,15 +448,20 @@ impl Model for Vae {
 }
 
 fn default_for(info: &DataInfo, name: &str, base: VaeConfig) -> Result<serde_json::Value> {
-    crate::image_config(info, name, |channels, image_size| VaeConfig {
-        channels,
-        image_size,
-        ..base
-    })
+    crate::image_config(
+        info,
+        name,
+        |channels, image_size| VaeConfig {
+            channels,
+            image_size,
+            ..base
+        },
+        |cfg| cfg.validate(name),
+    )
 }
 
 fn build(name: &'static str, json: &serde_json::Value, device: Device) -> Result<Box<dyn Model>> {
-    let cfg: VaeConfig = genmodels_core::model::parse_config(name, json)?;
+    let cfg: VaeConfig = Check::model(name).parse(json)?;
     Ok(Box::new(Vae::new(name, cfg, device)?))
 }
 
@@ -579,6 +580,49 @@ pub fn iwae_entry() -> ModelEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let bad = [
+            ("channels", json!(0)),
+            ("image_size", json!(-28)),
+            ("image_size", json!(100_000)),
+            ("hidden", json!(0)),
+            ("hidden", json!(5_000_000)), // over the width cap
+            ("hidden_layers", json!(0)),
+            ("z_dim", json!(-50)),
+            ("k", json!(0)),
+            ("k", json!(1_000_000)),
+            ("beta", json!(0.0)),
+            ("beta", json!(-4.0)),
+            ("objective", json!("bogus")),
+            ("binarize", json!("no")),
+            ("lr", json!(-1e-3)),
+            ("adam_eps", json!(0.0)),
+        ];
+        for entry in [vae_entry(), beta_vae_entry(), iwae_entry()] {
+            crate::assert_rejects(&entry, &crate::fashion_info(), &bad);
+        }
+        // The IWAE bound has no KL term to weight.
+        crate::assert_rejects(
+            &iwae_entry(),
+            &crate::fashion_info(),
+            &[("beta", json!(4.0))],
+        );
+        // 3 x 1024 x 1024 pixels times 8192 hidden units is over the weight cap of one layer.
+        let big = VaeConfig {
+            channels: 3,
+            image_size: 1024,
+            hidden: 8192,
+            ..Default::default()
+        };
+        let e = big.validate("vae").unwrap_err().to_string();
+        assert!(
+            e.starts_with("vae config: `hidden` = 8192, expected at most 341"),
+            "{e}"
+        );
+    }
 
     fn tiny(objective: Objective, k: i64, beta: f64) -> Vae {
         let cfg = VaeConfig {
@@ -754,7 +798,7 @@ mod tests {
             k: 0,
             ..Default::default()
         })
-        .contains("k (samples"));
+        .contains("vae config: `k` = 0"));
         assert!(bad(VaeConfig {
             objective: Objective::Iwae,
             beta: 4.0,

@@ -25,6 +25,7 @@
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::losses::gaussian_kl;
+use genmodels_core::model::check::{Check, MAX_LAYER_WEIGHTS, MAX_SIDE, MAX_WIDTH};
 use genmodels_core::model::{
     Capability, DataInfo, Losses, Model, ModelEntry, Output, Reconstruct, Samples,
 };
@@ -68,28 +69,34 @@ impl Default for VaeGanConfig {
 }
 
 impl VaeGanConfig {
-    fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::invalid(format!("vaegan config: {m}")));
-        if self.image_size < 4 || self.image_size % 4 != 0 {
-            return bad(format!(
-                "image_size must be a positive multiple of 4 (two stride-2 layers), got {}",
-                self.image_size
-            ));
-        }
-        for (k, v) in [
-            ("channels", self.channels),
-            ("z_dim", self.z_dim),
-            ("width", self.width),
-            ("hidden", self.hidden),
-        ] {
-            if v < 1 {
-                return bad(format!("{k} must be positive, got {v}"));
-            }
-        }
-        if self.gamma.is_nan() || self.gamma < 0.0 {
-            return bad(format!("gamma must be >= 0, got {}", self.gamma));
-        }
-        Ok(())
+    /// Every field in range, before any network is made.
+    pub fn validate(&self) -> Result<()> {
+        let c = Check::model("vaegan");
+        c.image(self.channels, self.image_size, 4, MAX_SIDE)?;
+        c.ensure(
+            self.image_size % 4 == 0,
+            "image_size",
+            self.image_size,
+            "a multiple of 4 (two stride-2 layers)",
+        )?;
+        c.int("z_dim", self.z_dim, 1, MAX_WIDTH)?;
+        // The second convolution has 2 * width channels.
+        c.int("width", self.width, 1, MAX_WIDTH / 2)?;
+        c.int("hidden", self.hidden, 1, MAX_WIDTH)?;
+        // The encoder's and D's fully connected layers are (2 width (image_size / 4)^2) x hidden.
+        let features = 2 * self.width * (self.image_size / 4).pow(2);
+        c.ensure(
+            features * self.hidden <= MAX_LAYER_WEIGHTS,
+            "hidden",
+            self.hidden,
+            format_args!(
+                "at most {} for {features} convolution features (one layer's weights at most 2^30)",
+                MAX_LAYER_WEIGHTS / features
+            ),
+        )?;
+        c.non_negative("gamma", self.gamma)?;
+        c.non_negative("lr", self.lr)?;
+        c.fraction("beta1", self.beta1)
     }
 }
 
@@ -425,14 +432,19 @@ pub fn entry() -> ModelEntry {
         interpolation: Some("slerp in z"),
         summary: "VAE-GAN (Larsen et al. 2016): VAE decoder as GAN generator, reconstruction in D's feature space",
         default_config: |info: &DataInfo| {
-            crate::image_config(info, "vaegan", |channels, image_size| VaeGanConfig {
-                channels,
-                image_size,
-                ..Default::default()
-            })
+            crate::image_config(
+                info,
+                "vaegan",
+                |channels, image_size| VaeGanConfig {
+                    channels,
+                    image_size,
+                    ..Default::default()
+                },
+                VaeGanConfig::validate,
+            )
         },
         build: |json, device| {
-            let cfg: VaeGanConfig = genmodels_core::model::parse_config("vaegan", json)?;
+            let cfg: VaeGanConfig = Check::model("vaegan").parse(json)?;
             Ok(Box::new(VaeGan::new(cfg, device)?))
         },
     }
@@ -441,6 +453,34 @@ pub fn entry() -> ModelEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let bad = [
+            ("channels", json!(0)),
+            ("image_size", json!(26)),
+            ("image_size", json!(0)),
+            ("z_dim", json!(0)),
+            ("width", json!(-32)),
+            ("width", json!(8192)), // its second convolution would be 16384 wide
+            ("hidden", json!(0)),
+            ("gamma", json!(-0.01)),
+            ("lr", json!(-2e-4)),
+            ("beta1", json!(1.0)),
+        ];
+        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        // At 2048 x 2048 the fully connected layers would have 2 * 32 * 512^2 * 256 weights.
+        let big = VaeGanConfig {
+            image_size: 2048,
+            ..Default::default()
+        };
+        let e = big.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("vaegan config: `hidden` = 256, expected at most 64"),
+            "{e}"
+        );
+    }
 
     fn tiny() -> VaeGan {
         let cfg = VaeGanConfig {

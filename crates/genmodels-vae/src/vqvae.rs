@@ -20,6 +20,7 @@
 
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
+use genmodels_core::model::check::{Check, MAX_WIDTH};
 use genmodels_core::model::{
     Capability, Codebook as CodebookCapability, DataInfo, Losses, Model, ModelEntry, Output,
     Reconstruct, Samples,
@@ -85,41 +86,36 @@ impl Default for VqVaeConfig {
 }
 
 impl VqVaeConfig {
-    fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::invalid(format!("vqvae config: {m}")));
-        if self.image_size < 4 || self.image_size % 4 != 0 {
-            return bad(format!(
-                "image_size must be a positive multiple of 4 (two stride-2 layers), got {}",
-                self.image_size
-            ));
-        }
-        for (k, v) in [
-            ("channels", self.channels),
-            ("hidden", self.hidden),
-            ("res_hidden", self.res_hidden),
-            ("codes", self.codes),
-            ("code_dim", self.code_dim),
-        ] {
-            if v < 1 {
-                return bad(format!("{k} must be positive, got {v}"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            return bad(format!(
-                "ema_decay must be in [0, 1), got {}",
-                self.ema_decay
-            ));
-        }
-        if self.beta.is_nan() || self.beta < 0.0 {
-            return bad(format!("beta must be >= 0, got {}", self.beta));
-        }
-        if self.temperature.is_nan() || self.temperature <= 0.0 {
-            return bad(format!(
-                "temperature must be positive, got {}",
-                self.temperature
-            ));
-        }
-        Ok(())
+    /// Every field in range, the prior's included, before any network is made.
+    pub fn validate(&self) -> Result<()> {
+        let c = Check::model("vqvae");
+        // At most 1024: the prior's context, (image_size / 4)^2 codes, stays within 65536.
+        c.image(self.channels, self.image_size, 4, 1024)?;
+        c.ensure(
+            self.image_size % 4 == 0,
+            "image_size",
+            self.image_size,
+            "a multiple of 4 (two stride-2 layers)",
+        )?;
+        // The first convolution has hidden / 2 channels.
+        c.int("hidden", self.hidden, 2, MAX_WIDTH)?;
+        c.int("res_hidden", self.res_hidden, 1, MAX_WIDTH)?;
+        c.int("codes", self.codes, 1, 65536)?;
+        c.int("code_dim", self.code_dim, 1, MAX_WIDTH)?;
+        c.non_negative("beta", self.beta)?;
+        c.fraction("ema_decay", self.ema_decay)?;
+        c.non_negative("lr", self.lr)?;
+        c.int("prior_layers", self.prior_layers, 1, 256)?;
+        c.int("prior_embd", self.prior_embd, 1, MAX_WIDTH)?;
+        c.int("prior_heads", self.prior_heads, 1, self.prior_embd)?;
+        c.ensure(
+            self.prior_embd % self.prior_heads == 0,
+            "prior_embd",
+            self.prior_embd,
+            format_args!("a multiple of prior_heads ({})", self.prior_heads),
+        )?;
+        c.non_negative("prior_lr", self.prior_lr)?;
+        c.positive("temperature", self.temperature)
     }
 
     /// Side of the code grid.
@@ -614,14 +610,19 @@ pub fn entry() -> ModelEntry {
         interpolation: None,
         summary: "VQ-VAE (van den Oord et al. 2017): EMA codebook, straight-through, commitment 0.25; a GPT prior over the codes from step prior_start",
         default_config: |info: &DataInfo| {
-            crate::image_config(info, "vqvae", |channels, image_size| VqVaeConfig {
-                channels,
-                image_size,
-                ..Default::default()
-            })
+            crate::image_config(
+                info,
+                "vqvae",
+                |channels, image_size| VqVaeConfig {
+                    channels,
+                    image_size,
+                    ..Default::default()
+                },
+                VqVaeConfig::validate,
+            )
         },
         build: |json, device| {
-            let cfg: VqVaeConfig = genmodels_core::model::parse_config("vqvae", json)?;
+            let cfg: VqVaeConfig = Check::model("vqvae").parse(json)?;
             Ok(Box::new(VqVae::new(cfg, device)?))
         },
     }
@@ -630,6 +631,33 @@ pub fn entry() -> ModelEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_config_values_are_one_line_errors_naming_the_key() {
+        use serde_json::json;
+        let bad = [
+            ("channels", json!(-1)),
+            ("image_size", json!(30)),
+            ("image_size", json!(2048)),
+            ("hidden", json!(1)),
+            ("res_hidden", json!(0)),
+            ("codes", json!(0)),
+            ("codes", json!(10_000_000)),
+            ("code_dim", json!(-16)),
+            ("beta", json!(-0.25)),
+            ("ema", json!("on")),
+            ("ema_decay", json!(1.0)),
+            ("lr", json!(-2e-4)),
+            ("prior_start", json!(-1)),
+            ("prior_layers", json!(0)),
+            ("prior_heads", json!(0)),
+            ("prior_heads", json!(256)), // more heads than prior_embd (128)
+            ("prior_embd", json!(130)),  // not a multiple of the 4 heads
+            ("prior_lr", json!(-1e-3)),
+            ("temperature", json!(0.0)),
+        ];
+        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+    }
 
     fn tiny(ema: bool) -> VqVae {
         let cfg = VqVaeConfig {

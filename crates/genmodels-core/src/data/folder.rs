@@ -1,9 +1,14 @@
 //! Folders of PNG/JPEG images, resized (shorter side) and centre-cropped to a square size.
 //! Sub-folders, when present, are classes (sorted by name), as in torchvision's `ImageFolder`.
 
+use super::limits::{
+    one_line, MAX_DECODE_BYTES, MAX_DECODE_SIDE, MAX_FOLDER_SIDE, MAX_RESIZED_PIXELS,
+    MAX_TENSOR_ELEMENTS,
+};
 use super::{u8_to_unit, Dataset};
 use crate::{Error, Result};
 use image::imageops::FilterType;
+use image::DynamicImage;
 use std::path::{Path, PathBuf};
 
 /// Images decoded lazily from files; the loader decodes a batch in parallel.
@@ -47,6 +52,11 @@ impl ImageFolder {
                 "channels must be 1 or 3 (or 0 for the images' own), got {channels}"
             )));
         }
+        if size > MAX_FOLDER_SIDE {
+            return Err(Error::invalid(format!(
+                "image size {size} is too large: at most {MAX_FOLDER_SIDE} pixels a side"
+            )));
+        }
         if !root.is_dir() {
             return Err(Error::bad_data(root, "not a folder of images"));
         }
@@ -83,14 +93,19 @@ impl ImageFolder {
         let (mut size, mut channels) = (size, channels);
         if size == 0 || channels == 0 {
             let first = &files[0].0;
-            let img = image::open(first).map_err(|e| {
-                Error::bad_data(
-                    first,
-                    format!("cannot decode as an image ({e}); expected a PNG or JPEG file"),
-                )
-            })?;
+            let img = decode_image(first)?;
             if size == 0 {
                 size = img.width().min(img.height());
+                if size > MAX_FOLDER_SIDE {
+                    return Err(Error::bad_data(
+                        first,
+                        format!(
+                            "the first image is {}x{}, larger than {MAX_FOLDER_SIDE} pixels a side: give the size (folder:DIR:SIZE)",
+                            img.width(),
+                            img.height()
+                        ),
+                    ));
+                }
             }
             if channels == 0 {
                 channels = if img.color().has_color() { 3 } else { 1 };
@@ -116,42 +131,93 @@ impl ImageFolder {
     }
 }
 
-/// Decodes one image file into `out` (CHW in [-1, 1]) after resizing its shorter side to `size`
-/// (Catmull-Rom) and centre-cropping.
-pub fn decode_image_into(path: &Path, size: u32, channels: u8, out: &mut [f32]) -> Result<()> {
+/// Decodes an image file with the decoder's limits set: a file of at most
+/// [`MAX_DECODE_BYTES`], at most [`MAX_DECODE_SIDE`] pixels a side and [`MAX_DECODE_BYTES`] of
+/// pixel memory, so a header claiming a huge image is refused before anything is allocated.
+fn decode_image(path: &Path) -> Result<DynamicImage> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len > MAX_DECODE_BYTES {
+        return Err(Error::bad_data(
+            path,
+            format!("{len} bytes, more than the {MAX_DECODE_BYTES} an image file may have"),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| {
+    let bad = |e: &dyn std::fmt::Display| {
         Error::bad_data(
             path,
-            format!("cannot decode as an image ({e}); expected a PNG or JPEG file"),
+            format!(
+                "cannot decode as an image ({}); expected a PNG or JPEG file",
+                one_line(e)
+            ),
         )
-    })?;
-    let (w, h) = (img.width(), img.height());
-    if w == 0 || h == 0 {
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+        .with_guessed_format()
+        .map_err(|e| bad(&e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DECODE_SIDE);
+    limits.max_image_height = Some(MAX_DECODE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(&e))?;
+    if img.width() == 0 || img.height() == 0 {
         return Err(Error::bad_data(path, "image has zero width or height"));
     }
+    Ok(img)
+}
+
+/// Decodes one image file into `out` (CHW in [-1, 1], `channels * size * size` values) after
+/// resizing its shorter side to `size` (Catmull-Rom) and centre-cropping.
+pub fn decode_image_into(path: &Path, size: u32, channels: u8, out: &mut [f32]) -> Result<()> {
+    if size == 0 || size > MAX_FOLDER_SIDE || !(channels == 1 || channels == 3) {
+        return Err(Error::invalid(format!(
+            "cannot decode into {channels}x{size}x{size}: expected 1 or 3 channels and a size of 1 to {MAX_FOLDER_SIDE}"
+        )));
+    }
+    // size <= 4096, so neither product overflows.
+    let plane = size as usize * size as usize;
+    let need = plane * channels as usize;
+    debug_assert!(need <= MAX_TENSOR_ELEMENTS);
+    if out.len() != need {
+        return Err(Error::invalid(format!(
+            "a buffer of {} values for a {channels}x{size}x{size} image",
+            out.len()
+        )));
+    }
+    let img = decode_image(path)?;
+    let (w, h) = (img.width(), img.height());
     let img = if w != size || h != size {
         let scale = size as f64 / w.min(h) as f64;
         let (nw, nh) = (
             ((w as f64 * scale).round() as u32).max(size),
             ((h as f64 * scale).round() as u32).max(size),
         );
+        if nw as u64 * nh as u64 > MAX_RESIZED_PIXELS {
+            return Err(Error::bad_data(
+                path,
+                format!(
+                    "a {w}x{h} image resized to {size} on its shorter side would be {nw}x{nh}, more than {MAX_RESIZED_PIXELS} pixels: the aspect ratio is too extreme"
+                ),
+            ));
+        }
         let r = img.resize_exact(nw, nh, FilterType::CatmullRom);
         r.crop_imm((nw - size) / 2, (nh - size) / 2, size, size)
     } else {
         img
     };
-    let plane = (size * size) as usize;
     match channels {
         1 => {
             let g = img.to_luma8();
-            for (o, p) in out[..plane].iter_mut().zip(g.as_raw()) {
+            for (o, p) in out.iter_mut().zip(g.as_raw()) {
                 *o = u8_to_unit(*p);
             }
         }
         _ => {
             let rgb = img.to_rgb8();
-            for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+            for (i, px) in rgb.as_raw().chunks_exact(3).take(plane).enumerate() {
                 for c in 0..3 {
                     out[c * plane + i] = u8_to_unit(px[c]);
                 }

@@ -3,30 +3,78 @@
 //! Format (LeCun): a 4-byte magic `0x00 0x00 type ndim` (type 0x08 = u8), then `ndim` big-endian
 //! u32 sizes, then the data. Images have ndim 3 (N, H, W), labels ndim 1 (N).
 
+use super::limits::{checked_product, MAX_IDX_SIDE, MAX_TENSOR_ELEMENTS};
 use super::{u8_to_unit, Dataset};
 use crate::{Error, Result};
 use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Reads a whole file, transparently un-gzipping it when it starts with the gzip magic.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Reads a whole file, transparently un-gzipping it when it starts with the gzip magic; a file
+/// larger than `max_bytes`, or a stream that decompresses to more (a zip bomb), is refused.
+pub(crate) fn read_maybe_gz(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len > max_bytes {
+        return Err(Error::bad_data(
+            path,
+            format!("{len} bytes, more than the {max_bytes} this kind of file may have"),
+        ));
+    }
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                Error::bad_data(path, format!("gzip stream is corrupt or truncated: {e}"))
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&GZIP_MAGIC) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    GzDecoder::new(&raw[..])
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| Error::bad_data(path, format!("gzip stream is corrupt or truncated: {e}")))?;
+    if out.len() as u64 > max_bytes {
+        return Err(Error::bad_data(
+            path,
+            format!("gzip stream decompresses to more than {max_bytes} bytes (the limit for this kind of file)"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The dimensions an IDX header claims, checked against the caps in [`super::limits`]: every
+/// size at least 1, images at most [`MAX_IDX_SIDE`] on a side, at most
+/// [`MAX_TENSOR_ELEMENTS`] values in all. Returns the number of data bytes they need.
+fn check_idx_dims(path: &Path, dims: &[usize]) -> Result<usize> {
+    if let Some(i) = dims.iter().position(|&d| d == 0) {
+        return Err(Error::bad_data(
+            path,
+            format!("IDX header {dims:?}: dimension {i} is 0, expected at least 1"),
+        ));
+    }
+    if dims.len() == 3 && (dims[1] > MAX_IDX_SIDE || dims[2] > MAX_IDX_SIDE) {
+        return Err(Error::bad_data(
+            path,
+            format!(
+                "IDX header claims {}x{} images: at most {MAX_IDX_SIDE}x{MAX_IDX_SIDE} are accepted",
+                dims[1], dims[2]
+            ),
+        ));
+    }
+    match checked_product(dims.iter().copied()) {
+        Some(n) if n <= MAX_TENSOR_ELEMENTS => Ok(n),
+        _ => Err(Error::bad_data(
+            path,
+            format!(
+                "IDX header {dims:?} claims more than {MAX_TENSOR_ELEMENTS} values (the limit per array)"
+            ),
+        )),
     }
 }
 
-/// Parses an IDX u8 array and checks its dimensionality: returns (dims, data).
-pub fn parse_idx(path: &Path, bytes: &[u8], expect_ndim: u8) -> Result<(Vec<usize>, Vec<u8>)> {
+/// Parses the magic number and dimensions at the start of an IDX array: returns the dims and
+/// the header length. `bytes` may hold only the start of the file.
+fn parse_idx_header(path: &Path, bytes: &[u8], expect_ndim: u8) -> Result<(Vec<usize>, usize)> {
     if bytes.len() < 4 {
         return Err(Error::bad_data(
             path,
@@ -54,26 +102,101 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expect_ndim: u8) -> Result<(Vec<usiz
     }
     let header = 4 + 4 * ndim as usize;
     if bytes.len() < header {
-        return Err(Error::bad_data(path, "IDX header truncated"));
-    }
-    let dims: Vec<usize> = (0..ndim as usize)
-        .map(|i| {
-            let o = 4 + 4 * i;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
-        .collect();
-    let need: usize = dims.iter().product();
-    let have = bytes.len() - header;
-    if have != need {
         return Err(Error::bad_data(
             path,
             format!(
-                "IDX data is {} bytes but the header {:?} needs {} (file truncated or padded)",
-                have, dims, need
+                "IDX header truncated: {} bytes, the {ndim} sizes need {header}",
+                bytes.len()
             ),
         ));
     }
-    Ok((dims, bytes[header..].to_vec()))
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    Ok((dims, header))
+}
+
+/// Reads an IDX file (gz or raw) with the header checked before the data is read: a raw file's
+/// length must be what the (capped) header needs before its data is read, and a gzip stream is
+/// decompressed only as far as the header says the data goes.
+pub fn read_idx(path: &Path, expect_ndim: u8) -> Result<(Vec<usize>, Vec<u8>)> {
+    let io = |e: std::io::Error| Error::io(path, e);
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut magic = [0u8; 2];
+    let got = read_full(&mut f, &mut magic).map_err(io)?;
+    let stream = (&magic[..got]).chain(std::io::BufReader::new(f));
+    if magic[..got] == GZIP_MAGIC {
+        read_idx_stream(path, GzDecoder::new(stream), expect_ndim, None)
+    } else {
+        read_idx_stream(path, stream, expect_ndim, Some(len))
+    }
+}
+
+/// The IDX array of a stream; `file_len` is the whole stream's length when known (a raw file).
+fn read_idx_stream(
+    path: &Path,
+    mut r: impl Read,
+    expect_ndim: u8,
+    file_len: Option<u64>,
+) -> Result<(Vec<usize>, Vec<u8>)> {
+    let read_err = |e: std::io::Error| match file_len {
+        Some(_) => Error::io(path, e),
+        None => Error::bad_data(path, format!("gzip stream is corrupt or truncated: {e}")),
+    };
+    // The magic, then the sizes (ndim of them, when ndim is the expected one).
+    let mut head = vec![0u8; 4];
+    let got = read_full(&mut r, &mut head).map_err(read_err)?;
+    head.truncate(got);
+    if got == 4 && head[3] == expect_ndim {
+        head.resize(4 + 4 * expect_ndim as usize, 0);
+        let got = read_full(&mut r, &mut head[4..]).map_err(read_err)?;
+        head.truncate(4 + got);
+    }
+    let (dims, header) = parse_idx_header(path, &head, expect_ndim)?;
+    let need = check_idx_dims(path, &dims)?;
+    let mismatch = |have: String| {
+        Error::bad_data(
+            path,
+            format!(
+                "IDX data is {have} bytes but the header {dims:?} needs {need} (file truncated or padded)"
+            ),
+        )
+    };
+    if let Some(len) = file_len {
+        let have = len - header as u64;
+        if have != need as u64 {
+            return Err(mismatch(have.to_string()));
+        }
+    }
+    // Grow with the data actually read, never to what the header claims up front.
+    let mut data = Vec::new();
+    r.take(need as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    if data.len() != need {
+        return Err(mismatch(if data.len() > need {
+            format!("more than {need}")
+        } else {
+            data.len().to_string()
+        }));
+    }
+    Ok((dims, data))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Which half of a standard IDX dataset to read.
@@ -98,14 +221,11 @@ pub struct IdxDataset {
 impl IdxDataset {
     /// Opens an images file and, optionally, its labels file (each gz or raw).
     pub fn open(images: &Path, labels: Option<&Path>) -> Result<Self> {
-        let (dims, data) = parse_idx(images, &read_maybe_gz(images)?, 3)?;
+        let (dims, data) = read_idx(images, 3)?;
         let (n, h, w) = (dims[0], dims[1], dims[2]);
-        if n == 0 {
-            return Err(Error::bad_data(images, "IDX file holds no images"));
-        }
         let labels = match labels {
             Some(lp) => {
-                let (ld, l) = parse_idx(lp, &read_maybe_gz(lp)?, 1)?;
+                let (ld, l) = read_idx(lp, 1)?;
                 if ld[0] != n {
                     return Err(Error::bad_data(
                         lp,
@@ -150,7 +270,7 @@ impl IdxDataset {
         Self::open(&images, Some(&labels))
     }
 
-    /// Raw u8 pixels of image `i` (row-major H x W).
+    /// Raw u8 pixels of image `i` (row-major H x W); panics when `i >= len()`.
     pub fn pixels(&self, i: usize) -> &[u8] {
         &self.images[i * self.h * self.w..(i + 1) * self.h * self.w]
     }
@@ -173,6 +293,14 @@ impl Dataset for IdxDataset {
             return Err(Error::invalid(format!(
                 "index {idx} out of range for {} images",
                 self.n
+            )));
+        }
+        if out.len() != self.h * self.w {
+            return Err(Error::invalid(format!(
+                "a buffer of {} values for a {}x{} image",
+                out.len(),
+                self.h,
+                self.w
             )));
         }
         for (o, &p) in out.iter_mut().zip(self.pixels(idx)) {

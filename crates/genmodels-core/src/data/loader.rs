@@ -4,6 +4,7 @@
 //! Every batch is a pure function of `(seed, step)`, so a resumed run sees exactly the batches
 //! an uninterrupted one would have seen, with no loader state in the checkpoint.
 
+use super::limits::{checked_product, torch_error_line, MAX_TENSOR_ELEMENTS};
 use super::{Dataset, DynDataset};
 use crate::device::step_seed;
 use crate::rng::SplitMix64;
@@ -117,6 +118,7 @@ impl DataLoader {
         if batch_size == 0 {
             return Err(Error::invalid("batch size must be positive"));
         }
+        example_size(ds.as_ref())?;
         if ds.len() < batch_size {
             return Err(Error::invalid(format!(
                 "batch size {batch_size} is larger than the dataset ({} examples: {})",
@@ -161,8 +163,18 @@ impl DataLoader {
     /// Decodes the examples `indices` into one batch, in parallel.
     pub fn collate(ds: &dyn Dataset, indices: &[usize], device: Device) -> Result<Batch> {
         let shape = ds.example_shape();
-        let per: usize = shape.iter().product::<i64>() as usize;
-        let mut data = vec![0f32; per * indices.len()];
+        let per = example_size(ds)?;
+        let total = per
+            .checked_mul(indices.len())
+            .filter(|&t| t <= MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "a batch of {} examples of shape {shape:?} is more than {MAX_TENSOR_ELEMENTS} values ({})",
+                    indices.len(),
+                    ds.describe()
+                ))
+            })?;
+        let mut data = vec![0f32; total];
         let labels: Vec<Option<i64>> = data
             .par_chunks_mut(per)
             .zip(indices.par_iter())
@@ -170,10 +182,24 @@ impl DataLoader {
             .collect::<Result<_>>()?;
         let mut full = vec![indices.len() as i64];
         full.extend(&shape);
-        let x = Tensor::from_slice(&data).reshape(&full).to_device(device);
+        let torch = |e: tch::TchError| {
+            Error::invalid(format!(
+                "building a batch of {} examples of shape {shape:?} on {device:?}: {}",
+                indices.len(),
+                torch_error_line(&e)
+            ))
+        };
+        let x = Tensor::f_from_slice(&data)
+            .and_then(|t| t.f_reshape(&full))
+            .and_then(|t| t.f_to_device(device))
+            .map_err(torch)?;
         let y = if labels.iter().all(|l| l.is_some()) && !labels.is_empty() {
             let l: Vec<i64> = labels.into_iter().flatten().collect();
-            Some(Tensor::from_slice(&l).to_device(device))
+            Some(
+                Tensor::f_from_slice(&l)
+                    .and_then(|t| t.f_to_device(device))
+                    .map_err(torch)?,
+            )
         } else {
             None
         };
@@ -209,6 +235,19 @@ impl BatchSource for DataLoader {
     }
 }
 
+/// Values in one example of `ds` (the product of its example shape), checked: every dimension
+/// at least 1 and at most [`MAX_TENSOR_ELEMENTS`] values in all.
+pub fn example_size(ds: &dyn Dataset) -> Result<usize> {
+    let shape = ds.example_shape();
+    match checked_product(shape.iter().copied()) {
+        Some(n) if (1..=MAX_TENSOR_ELEMENTS).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "examples of shape {shape:?}: expected every dimension at least 1 and at most {MAX_TENSOR_ELEMENTS} values ({})",
+            ds.describe()
+        ))),
+    }
+}
+
 /// Convenience: wrap a concrete dataset in an `Arc`.
 pub fn shared<D: Dataset + 'static>(d: D) -> DynDataset {
     Arc::new(d)
@@ -226,8 +265,8 @@ pub struct InMemory {
 
 impl InMemory {
     pub fn new(x: &Tensor, labels: &Tensor, classes: usize, what: &str) -> Result<Self> {
-        let n = x.size()[0];
-        if labels.size() != [n] {
+        let n = x.size().first().copied().unwrap_or(0);
+        if x.dim() == 0 || labels.size() != [n] {
             return Err(Error::invalid(format!(
                 "{n} examples but labels of shape {:?}",
                 labels.size()

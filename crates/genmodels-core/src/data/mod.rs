@@ -5,6 +5,7 @@
 mod csv;
 mod folder;
 mod idx;
+pub mod limits;
 mod loader;
 mod synthetic;
 mod text;

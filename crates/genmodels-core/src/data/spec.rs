@@ -5,6 +5,7 @@ use super::{
     shared, CsvDigits, DataLoader, IdxDataset, IdxSplit, ImageFolder, Mixture2d, MixtureKind,
     TextBatches, TextCorpus, TextSplit, Vocab, VocabKind,
 };
+use crate::data::limits::MAX_TENSOR_ELEMENTS;
 use crate::data::{BatchSource, DynDataset};
 use crate::model::DataInfo;
 use crate::{assets_dir, Error, Result};
@@ -264,7 +265,16 @@ impl DataSpec {
                 channels,
             } => shared(ImageFolder::open(dir, *size, *channels)?),
             DataSpec::Csv { path } => shared(CsvDigits::open(path, None)?),
-            DataSpec::Mixture { mixture, n } => shared(Mixture2d::new(*mixture, *n, 0)?),
+            DataSpec::Mixture { mixture, n } => {
+                // A spec read back from a run folder may say anything; 2 values per point.
+                if *n > MAX_TENSOR_ELEMENTS / 2 {
+                    return Err(Error::invalid(format!(
+                        "a mixture of {n} points is more than the {} a data set may hold",
+                        MAX_TENSOR_ELEMENTS / 2
+                    )));
+                }
+                shared(Mixture2d::new(*mixture, *n, 0)?)
+            }
             DataSpec::Text { path, .. } => {
                 return Err(Error::invalid(format!(
                     "{} is text; this model needs images or points",
@@ -285,8 +295,7 @@ impl DataSpec {
                         ds.describe()
                     )));
                 }
-                let per: usize = ds.example_shape().iter().product::<i64>() as usize;
-                let mut buf = vec![0f32; per];
+                let mut buf = vec![0f32; super::loader::example_size(ds.as_ref())?];
                 let mut keep = Vec::new();
                 for i in 0..ds.len() {
                     if let Some(l) = ds.get(i, &mut buf)? {

@@ -1,6 +1,9 @@
 //! Text corpora for autoregressive models: character- or byte-level vocabularies and a
 //! train/validation split, batched as random windows the way nanoGPT does.
 
+use super::limits::{
+    one_line, torch_error_line, MAX_TENSOR_ELEMENTS, MAX_TOKENIZER_BYTES, MAX_VOCAB,
+};
 use super::{Batch, BatchSource};
 use crate::device::step_seed;
 use crate::rng::SplitMix64;
@@ -74,6 +77,11 @@ impl Vocab {
                 "a byte-level BPE needs more than the 256 byte tokens; asked for {size}"
             )));
         }
+        if size as usize > MAX_VOCAB {
+            return Err(Error::invalid(format!(
+                "a BPE of {size} tokens is more than the {MAX_VOCAB} a vocabulary may have"
+            )));
+        }
         let bpe_err = |e: tokenizers::Error| Error::invalid(format!("BPE training: {e}"));
         let mut tok = tokenizers::Tokenizer::new(BPE::default());
         tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
@@ -101,11 +109,10 @@ impl Vocab {
 
     /// A vocabulary from a `tokenizer.json` (any model the `tokenizers` crate reads, e.g. GPT-2's).
     pub fn from_tokenizer_json(json: String) -> Result<Self> {
-        let tok: tokenizers::Tokenizer = json
-            .parse()
-            .map_err(|e| Error::invalid(format!("tokenizer.json: {e}")))?;
+        let tok =
+            parse_tokenizer(&json).map_err(|m| Error::invalid(format!("tokenizer.json: {m}")))?;
         let v = Vocab {
-            kind: VocabKind::Bpe(tok.get_vocab_size(true) as u32),
+            kind: VocabKind::Bpe(tok_size(&tok)),
             chars: Vec::new(),
             bpe: json,
             cache: BpeCache::default(),
@@ -114,14 +121,78 @@ impl Vocab {
         Ok(v)
     }
 
+    /// [`Vocab::from_tokenizer_json`] of a file; errors name the file.
+    pub fn from_tokenizer_file(path: &Path) -> Result<Self> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if len > MAX_TOKENIZER_BYTES {
+            return Err(Error::bad_data(
+                path,
+                format!(
+                    "{len} bytes, more than the {MAX_TOKENIZER_BYTES} a tokenizer.json may have"
+                ),
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let json = String::from_utf8(bytes).map_err(|e| {
+            Error::bad_data(path, format!("not UTF-8 ({e}): expected a tokenizer.json"))
+        })?;
+        let tok = parse_tokenizer(&json).map_err(|m| Error::bad_data(path, m))?;
+        let v = Vocab {
+            kind: VocabKind::Bpe(tok_size(&tok)),
+            chars: Vec::new(),
+            bpe: json,
+            cache: BpeCache::default(),
+        };
+        let _ = v.cache.0.set(std::sync::Arc::new(tok));
+        Ok(v)
+    }
+
+    /// Checks a vocabulary read back from somewhere (a checkpoint's config): the characters of
+    /// a `Char` vocabulary sorted and distinct, a `Bpe` tokenizer that parses and whose ids all
+    /// fall below the stated size, no more than [`MAX_VOCAB`] tokens.
+    pub fn validate(&self) -> Result<()> {
+        if self.size() > MAX_VOCAB {
+            return Err(Error::invalid(format!(
+                "a vocabulary of {} tokens is more than the {MAX_VOCAB} allowed",
+                self.size()
+            )));
+        }
+        match self.kind {
+            VocabKind::Byte => Ok(()),
+            VocabKind::Char => {
+                if self.chars.is_empty() {
+                    return Err(Error::invalid("a character vocabulary without characters"));
+                }
+                if let Some(w) = self.chars.windows(2).find(|w| w[0] >= w[1]) {
+                    return Err(Error::invalid(format!(
+                        "character vocabulary not sorted and distinct ({:?} before {:?})",
+                        w[0], w[1]
+                    )));
+                }
+                Ok(())
+            }
+            VocabKind::Bpe(n) => {
+                let tok = self.bpe_tokenizer()?;
+                let need = tok_size(tok);
+                if need > n || n == 0 {
+                    return Err(Error::invalid(format!(
+                        "the stored BPE tokenizer has ids up to {} but the vocabulary says {n} tokens",
+                        need.saturating_sub(1)
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn bpe_tokenizer(&self) -> Result<&tokenizers::Tokenizer> {
         if let Some(t) = self.cache.0.get() {
             return Ok(t);
         }
-        let tok: tokenizers::Tokenizer = self
-            .bpe
-            .parse()
-            .map_err(|e| Error::invalid(format!("stored BPE tokenizer does not parse: {e}")))?;
+        let tok = parse_tokenizer(&self.bpe)
+            .map_err(|m| Error::invalid(format!("stored BPE tokenizer: {m}")))?;
         Ok(self.cache.0.get_or_init(|| std::sync::Arc::new(tok)))
     }
 
@@ -208,6 +279,43 @@ impl Vocab {
     }
 }
 
+/// Parses a tokenizer JSON and checks its ids: at most [`MAX_VOCAB`] of them, every id (model
+/// vocabulary and added tokens) below that, so the model's embedding covers them.
+fn parse_tokenizer(json: &str) -> std::result::Result<tokenizers::Tokenizer, String> {
+    // The JSON syntax first: `tokenizers` 0.22 panics (an `expect` in its decoder
+    // deserialiser) on a syntax error inside the `decoder` object.
+    serde_json::from_str::<serde::de::IgnoredAny>(json)
+        .map_err(|e| format!("not JSON ({})", one_line(e)))?;
+    // And any other panic of the third-party parser on hostile input becomes an error.
+    let parsed = std::panic::catch_unwind(|| json.parse::<tokenizers::Tokenizer>())
+        .map_err(|_| "the tokenizers crate failed on this file (it panicked)".to_string())?;
+    let tok = parsed.map_err(|e| format!("does not parse as a tokenizer: {}", one_line(e)))?;
+    let ids = tok.get_vocab(true);
+    if ids.is_empty() {
+        return Err("the tokenizer has no tokens".into());
+    }
+    if let Some((t, id)) = ids.iter().find(|(_, &id)| id as usize >= MAX_VOCAB) {
+        return Err(format!(
+            "token {t:?} has id {id}: at most {MAX_VOCAB} tokens (ids 0 to {}) are accepted",
+            MAX_VOCAB - 1
+        ));
+    }
+    if tok.get_vocab_size(true) > MAX_VOCAB {
+        return Err(format!(
+            "{} tokens: at most {MAX_VOCAB} are accepted",
+            tok.get_vocab_size(true)
+        ));
+    }
+    Ok(tok)
+}
+
+/// Vocabulary size of a checked tokenizer: one past its largest id (a sparse vocabulary gets
+/// an embedding that covers every id it can emit), at least its token count.
+fn tok_size(tok: &tokenizers::Tokenizer) -> u32 {
+    let max_id = tok.get_vocab(true).values().copied().max().unwrap_or(0);
+    (max_id + 1).max(tok.get_vocab_size(true) as u32)
+}
+
 /// Which part of a corpus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextSplit {
@@ -251,6 +359,7 @@ impl TextCorpus {
         }
         let (vocab, ids) = match (kind, existing) {
             (_, Some(v)) => {
+                v.validate()?;
                 let ids = match v.kind {
                     VocabKind::Byte => bytes.iter().map(|&b| b as u32).collect::<Vec<_>>(),
                     _ => {
@@ -291,6 +400,15 @@ impl TextCorpus {
                     Error::bad_data(path, format!("not UTF-8 ({e}); use a byte-level vocabulary for binary or mixed encodings"))
                 })?;
                 let v = Vocab::chars_of(&text);
+                if v.size() > MAX_VOCAB {
+                    return Err(Error::bad_data(
+                        path,
+                        format!(
+                            "{} distinct characters, more than the {MAX_VOCAB} a vocabulary may have; use a byte-level vocabulary",
+                            v.size()
+                        ),
+                    ));
+                }
                 let ids = v.encode(&text)?;
                 (v, ids)
             }
@@ -354,6 +472,14 @@ impl TextBatches {
                 split
             )));
         }
+        if block
+            .checked_mul(batch)
+            .is_none_or(|t| t > MAX_TENSOR_ELEMENTS)
+        {
+            return Err(Error::invalid(format!(
+                "batches of {batch} x {block} tokens are more than {MAX_TENSOR_ELEMENTS} values"
+            )));
+        }
         Ok(TextBatches {
             corpus,
             split,
@@ -377,13 +503,23 @@ impl BatchSource for TextBatches {
             y.extend(toks[o + 1..o + 1 + self.block].iter().map(|&t| t as i64));
         }
         let shape = [self.batch as i64, self.block as i64];
-        Ok(Batch {
-            x: Tensor::from_slice(&x)
-                .reshape(shape)
-                .to_kind(Kind::Int64)
-                .to_device(self.device),
-            y: Some(Tensor::from_slice(&y).reshape(shape).to_device(self.device)),
-        })
+        let torch = |e: tch::TchError| {
+            Error::invalid(format!(
+                "building a batch of {shape:?} tokens on {:?}: {}",
+                self.device,
+                torch_error_line(&e)
+            ))
+        };
+        let x = Tensor::f_from_slice(&x)
+            .and_then(|t| t.f_reshape(shape))
+            .and_then(|t| t.f_to_kind(Kind::Int64))
+            .and_then(|t| t.f_to_device(self.device))
+            .map_err(torch)?;
+        let y = Tensor::f_from_slice(&y)
+            .and_then(|t| t.f_reshape(shape))
+            .and_then(|t| t.f_to_device(self.device))
+            .map_err(torch)?;
+        Ok(Batch { x, y: Some(y) })
     }
 
     fn describe(&self) -> String {

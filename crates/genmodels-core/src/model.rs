@@ -533,6 +533,23 @@ pub mod check {
         }
     }
 
+    /// For tests: each `(key, value)` set alone on the default config is refused with one line
+    /// that starts ``MODEL config: `key` = ``.
+    pub fn assert_rejects(
+        entry: &crate::model::ModelEntry,
+        info: &crate::model::DataInfo,
+        cases: &[(&str, serde_json::Value)],
+    ) {
+        for (key, value) in cases {
+            let e = build_error(entry, info, key, value.clone());
+            let head = format!("{} config: `{key}` = ", entry.name);
+            assert!(
+                e.starts_with(&head) && !e.contains('\n'),
+                "{key} = {value}: {e}"
+            );
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;

@@ -830,7 +830,7 @@ mod tests {
             ("ortho", json!(-1e-4)),
             ("truncation", json!(-0.5)),
         ];
-        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        genmodels_core::model::check::assert_rejects(&entry(), &crate::fashion_info(), &bad);
     }
 
     fn tiny() -> BigGanConfig {

@@ -534,7 +534,7 @@ mod tests {
             ("beta1", json!(1.0)),
             ("beta2", json!(-1.0)),
         ];
-        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        genmodels_core::model::check::assert_rejects(&entry(), &crate::fashion_info(), &bad);
     }
 
     fn tiny() -> CycleGanConfig {

@@ -493,9 +493,13 @@ mod tests {
             ("d_norm", json!("bogus")),
             ("lr", json!("fast")),
         ];
-        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        genmodels_core::model::check::assert_rejects(&entry(), &crate::fashion_info(), &bad);
         let wgan = [("d_norm", json!("batch")), ("n_critic", json!(1000))];
-        crate::assert_rejects(&wgan_gp_entry(), &crate::fashion_info(), &wgan);
+        genmodels_core::model::check::assert_rejects(
+            &wgan_gp_entry(),
+            &crate::fashion_info(),
+            &wgan,
+        );
     }
 
     #[test]

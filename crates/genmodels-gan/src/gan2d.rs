@@ -231,7 +231,7 @@ mod tests {
             ("beta2", json!(1.01)),
             ("minibatch_std", json!("yes")),
         ];
-        crate::assert_rejects(&entry(), &points, &bad);
+        genmodels_core::model::check::assert_rejects(&entry(), &points, &bad);
     }
 
     #[test]

@@ -35,24 +35,6 @@ pub fn entries() -> Vec<ModelEntry> {
     ]
 }
 
-/// For the config tests: building `entry` from its default config for `info` with each `key`
-/// set to its bad value is a one-line error that names the model and that key.
-#[cfg(test)]
-pub(crate) fn assert_rejects(
-    entry: &ModelEntry,
-    info: &genmodels_core::model::DataInfo,
-    cases: &[(&str, serde_json::Value)],
-) {
-    for (key, value) in cases {
-        let e = genmodels_core::model::check::build_error(entry, info, key, value.clone());
-        let head = format!("{} config: `{key}` = ", entry.name);
-        assert!(
-            e.starts_with(&head) && !e.contains('\n'),
-            "{key} = {value}: {e}"
-        );
-    }
-}
-
 /// Labelled 28x28 grey images, as Fashion-MNIST.
 #[cfg(test)]
 pub(crate) fn fashion_info() -> genmodels_core::model::DataInfo {

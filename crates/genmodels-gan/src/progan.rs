@@ -531,7 +531,7 @@ mod tests {
             ("gp_lambda", json!(-10.0)),
             ("drift", json!(-0.001)),
         ];
-        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        genmodels_core::model::check::assert_rejects(&entry(), &crate::fashion_info(), &bad);
     }
 
     fn tiny() -> ProGanConfig {

@@ -759,7 +759,7 @@ mod tests {
             ("truncation_psi", json!("none")),
             ("fused_modconv", json!(1)),
         ];
-        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        genmodels_core::model::check::assert_rejects(&entry(), &crate::fashion_info(), &bad);
         // No mapping layers is only possible when z and w have one size.
         let c = StyleGanConfig {
             map_layers: 0,

@@ -602,10 +602,10 @@ mod tests {
             ("adam_eps", json!(0.0)),
         ];
         for entry in [vae_entry(), beta_vae_entry(), iwae_entry()] {
-            crate::assert_rejects(&entry, &crate::fashion_info(), &bad);
+            genmodels_core::model::check::assert_rejects(&entry, &crate::fashion_info(), &bad);
         }
         // The IWAE bound has no KL term to weight.
-        crate::assert_rejects(
+        genmodels_core::model::check::assert_rejects(
             &iwae_entry(),
             &crate::fashion_info(),
             &[("beta", json!(4.0))],

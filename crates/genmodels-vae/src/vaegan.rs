@@ -469,7 +469,7 @@ mod tests {
             ("lr", json!(-2e-4)),
             ("beta1", json!(1.0)),
         ];
-        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        genmodels_core::model::check::assert_rejects(&entry(), &crate::fashion_info(), &bad);
         // At 2048 x 2048 the fully connected layers would have 2 * 32 * 512^2 * 256 weights.
         let big = VaeGanConfig {
             image_size: 2048,

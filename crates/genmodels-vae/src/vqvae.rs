@@ -656,7 +656,7 @@ mod tests {
             ("prior_lr", json!(-1e-3)),
             ("temperature", json!(0.0)),
         ];
-        crate::assert_rejects(&entry(), &crate::fashion_info(), &bad);
+        genmodels_core::model::check::assert_rejects(&entry(), &crate::fashion_info(), &bad);
     }
 
     fn tiny(ema: bool) -> VqVae {

@@ -76,6 +76,24 @@ pub fn run_steps(
     res
 }
 
+/// `genmodels sample RUN -n N --out DIR`.
+fn sample_into(
+    g: &Genmodels,
+    run: &Path,
+    n: usize,
+    dir: &Path,
+    cmds: &mut Vec<String>,
+) -> Result<()> {
+    g.run(
+        &[
+            s(&["sample"]),
+            vec![p(run), "-n".into(), n.to_string(), "--out".into(), p(dir)],
+        ]
+        .concat(),
+        cmds,
+    )
+}
+
 /// One recipe's run being measured, and where its files go.
 struct Job<'a> {
     ctx: &'a Ctx<'a>,
@@ -112,14 +130,7 @@ impl Job<'_> {
         match step {
             Step::SampleGrid { n, caption } => {
                 let dir = ev.join("grid");
-                g.run(
-                    &[
-                        s(&["sample"]),
-                        vec![p(run), "-n".into(), n.to_string(), "--out".into(), p(&dir)],
-                    ]
-                    .concat(),
-                    cmds,
-                )?;
+                sample_into(g, run, *n, &dir, cmds)?;
                 let grid = dir.join("grid.png");
                 std::fs::copy(&grid, self.img("samples.png"))
                     .with_context(|| format!("copying {}", grid.display()))?;
@@ -310,14 +321,7 @@ impl Job<'_> {
             }
             Step::Scatter { n } => {
                 let dir = ev.join("points");
-                g.run(
-                    &[
-                        s(&["sample"]),
-                        vec![p(run), "-n".into(), n.to_string(), "--out".into(), p(&dir)],
-                    ]
-                    .concat(),
-                    cmds,
-                )?;
+                sample_into(g, run, *n, &dir, cmds)?;
                 let modes = got
                     .modes
                     .as_ref()

@@ -107,10 +107,8 @@ impl Vocab {
         Ok(v)
     }
 
-    /// A vocabulary from a `tokenizer.json` (any model the `tokenizers` crate reads, e.g. GPT-2's).
-    pub fn from_tokenizer_json(json: String) -> Result<Self> {
-        let tok =
-            parse_tokenizer(&json).map_err(|m| Error::invalid(format!("tokenizer.json: {m}")))?;
+    /// A BPE vocabulary from a tokenizer already parsed from `json`.
+    fn from_parsed(json: String, tok: tokenizers::Tokenizer) -> Self {
         let v = Vocab {
             kind: VocabKind::Bpe(tok_size(&tok)),
             chars: Vec::new(),
@@ -118,7 +116,14 @@ impl Vocab {
             cache: BpeCache::default(),
         };
         let _ = v.cache.0.set(std::sync::Arc::new(tok));
-        Ok(v)
+        v
+    }
+
+    /// A vocabulary from a `tokenizer.json` (any model the `tokenizers` crate reads, e.g. GPT-2's).
+    pub fn from_tokenizer_json(json: String) -> Result<Self> {
+        let tok =
+            parse_tokenizer(&json).map_err(|m| Error::invalid(format!("tokenizer.json: {m}")))?;
+        Ok(Self::from_parsed(json, tok))
     }
 
     /// [`Vocab::from_tokenizer_json`] of a file; errors name the file.
@@ -139,14 +144,7 @@ impl Vocab {
             Error::bad_data(path, format!("not UTF-8 ({e}): expected a tokenizer.json"))
         })?;
         let tok = parse_tokenizer(&json).map_err(|m| Error::bad_data(path, m))?;
-        let v = Vocab {
-            kind: VocabKind::Bpe(tok_size(&tok)),
-            chars: Vec::new(),
-            bpe: json,
-            cache: BpeCache::default(),
-        };
-        let _ = v.cache.0.set(std::sync::Arc::new(tok));
-        Ok(v)
+        Ok(Self::from_parsed(json, tok))
     }
 
     /// Checks a vocabulary read back from somewhere (a checkpoint's config): the characters of

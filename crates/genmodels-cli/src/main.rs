@@ -38,6 +38,9 @@ enum Cmd {
     Interpolate(cmd::interpolate::InterpolateArgs),
     /// Compare generated images with real ones: FID, KID, precision/recall, density/coverage.
     Metrics(cmd::metrics::MetricsArgs),
+    /// pytorch-fid's command: FID between two folders or statistics files (.npz), or
+    /// --save-stats FOLDER OUT.npz.
+    Fid(cmd::fid::FidArgs),
     /// Train the domain classifier used by `metrics --classifier` (features, domain IS, CAS).
     Classifier(cmd::classifier::ClassifierArgs),
     /// Classification Accuracy Score of a class-conditional run: train the domain classifier
@@ -108,6 +111,7 @@ fn main() {
         Cmd::Sample(a) => cmd::sample::sample(a),
         Cmd::Interpolate(a) => cmd::interpolate::interpolate(a),
         Cmd::Metrics(a) => cmd::metrics::metrics(a),
+        Cmd::Fid(a) => cmd::fid::fid(a),
         Cmd::Classifier(a) => cmd::classifier::classifier(a),
         Cmd::Cas(a) => cmd::cas::cas(a),
         Cmd::Translate(a) => cmd::translate::translate(a),

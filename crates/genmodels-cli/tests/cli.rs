@@ -559,7 +559,7 @@ fn biggan_trains_and_cas_compares_with_real_data() {
     ]));
     fails_with(
         &genmodels(&["cas", dc.to_str().unwrap(), "--device", "cpu"]),
-        "class_conditional capability (biggan)",
+        "class_conditional capability (biggan, ddpm-cond)",
     );
 }
 
@@ -1066,4 +1066,142 @@ fn a_copied_run_resumes_from_another_folder_and_asset_folder_and_its_manifest_re
         "9",
     ]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn ddpm_trains_samples_with_any_scheduler_and_refuses_bad_sampler_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 16, 8);
+    let d = format!("idx:{}", data.display());
+    let run = tmp.path().join("ddpm");
+    let r = run.to_str().unwrap().to_string();
+    ok(&genmodels(&[
+        "train",
+        "ddpm-cond",
+        "--data",
+        &d,
+        "--out",
+        &r,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--sample-every",
+        "0",
+        "--sample-count",
+        "4",
+        "--ema",
+        "0.9",
+        "--set",
+        "sampler.steps=2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]));
+    let out = tmp.path().join("s");
+    let o = genmodels(&[
+        "sample",
+        &r,
+        "-n",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--scheduler",
+        "dpm-solver++",
+        "--steps",
+        "3",
+        "--karras",
+        "--guidance",
+        "2",
+        "--trajectory",
+        "--device",
+        "cpu",
+    ]);
+    ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("dpm-solver++ with 3 steps") && stdout.contains("guidance 2"),
+        "{stdout}"
+    );
+    assert!(out.join("trajectory.png").exists());
+    assert!(out.join("sample_00003.png").exists() || std::fs::read_dir(&out).unwrap().count() >= 4);
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["sample", &r, "-n", "2", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        genmodels(&args)
+    };
+    fails_with(&sample(&["--scheduler", "ddlm"]), "ddlm");
+    fails_with(&sample(&["--steps", "5000"]), "1 to 1000");
+    fails_with(&sample(&["--eta", "3"]), "--eta 3");
+    // a GAN run has no scheduler to swap
+    let gan = tmp.path().join("gan");
+    ok(&genmodels(&[
+        "train",
+        "dcgan",
+        "--data",
+        &d,
+        "--out",
+        gan.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]));
+    fails_with(
+        &genmodels(&[
+            "sample",
+            gan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--scheduler",
+            "ddim",
+        ]),
+        "schedulers capability (ddpm, ddpm-cond)",
+    );
+}
+
+#[test]
+fn guidance_on_an_unconditional_diffusion_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 8, 8);
+    let run = tmp.path().join("ddpm");
+    let r = run.to_str().unwrap().to_string();
+    ok(&genmodels(&[
+        "train",
+        "ddpm",
+        "--data",
+        &format!("idx:{}", data.display()),
+        "--out",
+        &r,
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--sample-every",
+        "0",
+        "--set",
+        "sampler.steps=2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]));
+    let out = tmp.path().join("s");
+    fails_with(
+        &genmodels(&[
+            "sample",
+            &r,
+            "--out",
+            out.to_str().unwrap(),
+            "--guidance",
+            "3",
+        ]),
+        "needs a class-conditional model",
+    );
 }

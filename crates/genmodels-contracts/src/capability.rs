@@ -35,6 +35,8 @@ pub enum Capability {
     Translation,
     /// Continues text prompts (`generate`).
     TextGeneration,
+    /// Samples through a swappable noise scheduler (`sample --scheduler NAME --steps N`).
+    Schedulers,
     /// Assigns an energy to inputs (reserved for the energy-based family).
     Energy,
     /// Edits given images: img2img, inpainting (reserved for the diffusion family).
@@ -42,7 +44,7 @@ pub enum Capability {
 }
 
 impl Capability {
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::ClassConditional,
         Capability::Interpolation,
         Capability::Likelihood,
@@ -51,6 +53,7 @@ impl Capability {
         Capability::Codebook,
         Capability::Translation,
         Capability::TextGeneration,
+        Capability::Schedulers,
         Capability::Energy,
         Capability::Editing,
     ];
@@ -66,6 +69,7 @@ impl Capability {
             Capability::Codebook => "codebook",
             Capability::Translation => "translation",
             Capability::TextGeneration => "text_generation",
+            Capability::Schedulers => "schedulers",
             Capability::Energy => "energy",
             Capability::Editing => "editing",
         }

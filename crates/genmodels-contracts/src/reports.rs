@@ -23,6 +23,77 @@ pub struct ImageMetricsReport {
     /// Nearest-training distances (`--train`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memorisation: Option<Memorisation>,
+    /// The Inception Score of the generated images (`--isc`, with a network that has its
+    /// 1008-way head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inception_score: Option<InceptionScoreReport>,
+    /// What was scored and how: every default that changes the numbers.
+    #[serde(default)]
+    pub inputs: ScoringInputs,
+}
+
+/// The inputs of a scoring run as it read them: data as described by the loader (size,
+/// channels, whether resized), the resize convention to the network's input, the counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoringInputs {
+    /// The reference images (`--real`, torch-fidelity's `--input2`).
+    pub real: String,
+    /// The generated images (`--fake`, torch-fidelity's `--input1`).
+    pub fake: String,
+    /// Resize convention to the feature network's input (empty for networks without one).
+    pub resize: String,
+    /// Images per forward pass of the feature network.
+    pub batch_size: usize,
+    /// KID subsets and their size.
+    pub kid_subsets: usize,
+}
+
+/// An Inception Score: mean and population standard deviation over splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InceptionScoreReport {
+    pub mean: f64,
+    pub std: f64,
+    pub splits: usize,
+}
+
+/// `genmodels fid PATH1 PATH2`: pytorch-fid's computation (folders or `.npz` statistics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FidReport {
+    pub fid: f64,
+    /// Feature dimension (pytorch-fid's `--dims`: 64, 192, 768 or 2048).
+    pub dims: i64,
+    /// The two inputs as read (folder with image size and count, or a statistics file).
+    pub inputs: [String; 2],
+    /// Samples behind each side's statistics (0 for a statistics file, which does not say).
+    pub counts: [usize; 2],
+    /// Resize convention to 299 x 299.
+    pub resize: String,
+    pub feature_network: String,
+}
+
+/// `genmodels metrics` with torch-fidelity's metric flags (`--fid --kid --isc --prc`): its
+/// keys, only the chosen metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FidelityReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inception_score_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inception_score_std: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frechet_inception_distance: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_inception_distance_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_inception_distance_std: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f_score: Option<f64>,
+    /// What was scored and how.
+    pub inputs: ScoringInputs,
+    pub feature_network: String,
 }
 
 /// Scores from a domain classifier: its feature space's FID, its Inception Score and the

@@ -74,6 +74,10 @@ pub trait Model {
     fn as_text(&mut self) -> Option<&mut dyn TextModel> {
         None
     }
+    /// Sampling through a swappable noise scheduler ([`Capability::Schedulers`]).
+    fn as_scheduled(&mut self) -> Option<&mut dyn ScheduledSampling> {
+        None
+    }
     /// The variable stores to checkpoint, by a stable name (`g`, `d`, ...).
     fn var_stores(&self) -> Vec<(&str, &VarStore)>;
     /// The store whose exponential moving average the trainer keeps (usually the generator).
@@ -116,6 +120,9 @@ pub fn probe_capabilities(model: &mut dyn Model) -> Result<Vec<Capability>> {
     if text_likelihood {
         c.push(Capability::TextGeneration);
     }
+    if model.as_scheduled().is_some() {
+        c.push(Capability::Schedulers);
+    }
     c.sort();
     Ok(c)
 }
@@ -126,6 +133,38 @@ pub trait ClassConditional {
     /// Images `[N, C, H, W]` in [-1, 1] for `labels` `[N]` (int64, on the model's device),
     /// latents truncated at `truncation` standard deviations (0: none).
     fn sample_classes(&mut self, labels: &Tensor, truncation: f64) -> Result<Tensor>;
+}
+
+/// How a diffusion model samples: which scheduler, how many network evaluations, DDIM's eta,
+/// the classifier-free guidance scale.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SamplerChoice {
+    /// A scheduler name (`ddpm`, `ddim`, `dpm-solver++`, `euler`, `euler-ancestral`, `heun`).
+    pub scheduler: String,
+    /// Inference steps.
+    pub steps: usize,
+    /// DDIM's eta (0: deterministic); `None` keeps the scheduler's default.
+    #[serde(default)]
+    pub eta: Option<f64>,
+    /// Classifier-free guidance scale, diffusers' convention: `uncond + s (cond - uncond)`, so
+    /// 0 is unconditional and 1 conditional without guidance; `None`: 1.
+    #[serde(default)]
+    pub guidance_scale: Option<f64>,
+    /// Karras sigmas (DPM-Solver++, Euler).
+    #[serde(default)]
+    pub karras: bool,
+}
+
+/// Sampling through a swappable noise scheduler (diffusion models).
+pub trait ScheduledSampling {
+    /// The sampler `sample` uses from now on; an unknown scheduler, more steps than training
+    /// steps or guidance on an unconditional model is an error.
+    fn set_sampler(&mut self, choice: &SamplerChoice) -> Result<()>;
+    /// The sampler `sample` uses.
+    fn sampler(&self) -> SamplerChoice;
+    /// A denoising trajectory of `n` samples: `(x_t, predicted x_0)` after each of `frames`
+    /// evenly spaced steps, each `[frames, n, C, H, W]` in [-1, 1].
+    fn trajectory(&mut self, n: usize, frames: usize) -> Result<(Tensor, Tensor)>;
 }
 
 /// The log-likelihood of images under the model.
@@ -340,31 +379,55 @@ pub fn load_model_state(
 }
 
 /// Applies `key=value` overrides to a JSON config (values parsed as JSON, else taken as strings);
-/// unknown keys are refused so typos do not pass silently.
+/// a dotted key (`sampler.steps=20`) reaches into a nested object. Unknown keys are refused so
+/// typos do not pass silently.
 pub fn apply_overrides(config: &mut serde_json::Value, overrides: &[String]) -> Result<()> {
-    let obj = config
-        .as_object_mut()
-        .ok_or_else(|| Error::invalid("model config is not a JSON object"))?;
     for o in overrides {
         let (k, v) = o
             .split_once('=')
             .ok_or_else(|| Error::invalid(format!("override `{o}`: expected key=value")))?;
-        if !obj.contains_key(k) {
-            let mut keys: Vec<&String> = obj.keys().collect();
-            keys.sort();
-            return Err(Error::invalid(format!(
-                "unknown config key `{k}`; this model's keys are: {}",
-                keys.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+        let mut obj = config
+            .as_object_mut()
+            .ok_or_else(|| Error::invalid("model config is not a JSON object"))?;
+        let parts: Vec<&str> = k.split('.').collect();
+        let (last, path) = parts
+            .split_last()
+            .ok_or_else(|| Error::invalid(format!("override `{o}`: empty key")))?;
+        for (i, p) in path.iter().enumerate() {
+            let here = parts[..=i].join(".");
+            if !obj.contains_key(*p) {
+                return Err(unknown_key(&here, obj));
+            }
+            obj = match obj.get_mut(*p) {
+                Some(serde_json::Value::Object(inner)) => inner,
+                Some(_) => {
+                    return Err(Error::invalid(format!(
+                        "override `{o}`: `{here}` is not an object with keys (set it whole: {here}=JSON)"
+                    )))
+                }
+                None => return Err(Error::invalid(format!("unknown config key `{here}`"))),
+            };
+        }
+        if !obj.contains_key(*last) {
+            return Err(unknown_key(k, obj));
         }
         let val =
             serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
-        obj.insert(k.to_string(), val);
+        obj.insert(last.to_string(), val);
     }
     Ok(())
+}
+
+fn unknown_key(k: &str, obj: &serde_json::Map<String, serde_json::Value>) -> Error {
+    let mut keys: Vec<&String> = obj.keys().collect();
+    keys.sort();
+    Error::invalid(format!(
+        "unknown config key `{k}`; the keys here are: {}",
+        keys.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// Range checks on model configs, so that a bad value (from `--set`, a manifest or code) is a

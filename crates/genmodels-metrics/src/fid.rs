@@ -22,6 +22,9 @@ pub struct FeatureStats {
     n: i64,
     mean: Tensor,
     m2: Tensor,
+    /// A covariance read from a file that does not say how many samples made it (pytorch-fid's
+    /// `.npz`); `n` is 0 then and no features can be added.
+    fixed_cov: Option<Tensor>,
 }
 
 impl FeatureStats {
@@ -32,6 +35,7 @@ impl FeatureStats {
             n: 0,
             mean: Tensor::zeros([dim], o),
             m2: Tensor::zeros([dim, dim], o),
+            fixed_cov: None,
         }
     }
 
@@ -46,12 +50,18 @@ impl FeatureStats {
         self.mean.size()[0]
     }
 
+    /// How many samples made the statistics (0 when a statistics file did not say).
     pub fn count(&self) -> i64 {
         self.n
     }
 
     /// Adds a chunk of features `[n, D]`.
     pub fn update(&mut self, chunk: &Tensor) -> Result<()> {
+        if self.fixed_cov.is_some() {
+            return Err(Error::invalid(
+                "FID statistics read from a file without a sample count cannot take more features",
+            ));
+        }
         let x = features_f64("FID statistics", chunk, Device::Cpu)?;
         if x.size()[1] != self.dim() {
             return Err(Error::invalid(format!(
@@ -79,6 +89,9 @@ impl FeatureStats {
 
     /// Unbiased covariance (divides by N - 1).
     pub fn covariance(&self) -> Result<Tensor> {
+        if let Some(c) = &self.fixed_cov {
+            return Ok(c.shallow_clone());
+        }
         if self.n < 2 {
             return Err(Error::invalid(format!(
                 "FID needs at least 2 samples for a covariance, got {}",
@@ -94,30 +107,13 @@ impl FeatureStats {
     pub fn save(&self, path: &Path) -> Result<()> {
         let sigma = self.covariance()?;
         let n = Tensor::from(self.n);
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let res = Tensor::write_safetensors(
-            &[("mu", &self.mean), ("sigma", &sigma), ("num_samples", &n)],
-            &tmp,
-        )
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|()| {
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            std::fs::File::open(dir)?.sync_all()
-        });
-        if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(path, e));
-        }
-        Ok(())
+        atomic_write(path, |tmp| {
+            Tensor::write_safetensors(
+                &[("mu", &self.mean), ("sigma", &sigma), ("num_samples", &n)],
+                tmp,
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        })
     }
 
     /// Loads statistics written by [`FeatureStats::save`] (pytorch-fid's `mu` and `sigma`, plus
@@ -135,40 +131,7 @@ impl FeatureStats {
             })
         };
         let (mu, sigma, n) = (get("mu")?, get("sigma")?, get("num_samples")?);
-        let d = match mu.size()[..] {
-            [d] if (1..=MAX_FEATURE_DIM).contains(&d) => d,
-            _ => {
-                return Err(bad(format!(
-                    "mu has shape {:?}, expected a vector of 1 to {MAX_FEATURE_DIM} values",
-                    mu.size()
-                )))
-            }
-        };
-        if sigma.size() != [d, d] {
-            return Err(bad(format!(
-                "sigma has shape {:?}, expected [{d}, {d}]",
-                sigma.size()
-            )));
-        }
-        for (k, t) in [("mu", mu), ("sigma", sigma)] {
-            if !t.is_floating_point() {
-                return Err(bad(format!(
-                    "{k} is {:?}, expected floating point",
-                    t.kind()
-                )));
-            }
-            if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
-                return Err(bad(format!("{k} holds NaN or infinite values")));
-            }
-        }
-        // A covariance is symmetric (to rounding).
-        let asym = (sigma - sigma.tr()).abs().max().double_value(&[]);
-        let scale = sigma.abs().max().double_value(&[]);
-        if asym > 1e-4 * scale {
-            return Err(bad(format!(
-                "sigma is not symmetric (|sigma - sigma^T| up to {asym:e} for entries up to {scale:e}): not a covariance"
-            )));
-        }
+        check_mu_sigma(path, mu, sigma)?;
         if n.numel() != 1 {
             return Err(bad(format!(
                 "num_samples has shape {:?}, expected one number",
@@ -188,8 +151,120 @@ impl FeatureStats {
             n,
             mean: mu.to_kind(Kind::Double),
             m2: sigma.to_kind(Kind::Double) * (n - 1) as f64,
+            fixed_cov: None,
         })
     }
+
+    /// Reads pytorch-fid's statistics file (`np.savez_compressed(path, mu=mu, sigma=sigma)`,
+    /// what `python -m pytorch_fid --save-stats` writes), checked as [`FeatureStats::load`]
+    /// checks its own. It holds no sample count: [`FeatureStats::count`] is 0.
+    pub fn load_npz(path: &Path) -> Result<Self> {
+        let bad = |m: String| Error::bad_data(path, m);
+        let named: std::collections::HashMap<String, Tensor> = Tensor::read_npz(path)
+            .map_err(|e| {
+                bad(format!(
+                    "cannot read as a NumPy .npz file ({}); expected pytorch-fid statistics (mu, sigma)",
+                    torch_error_line(&e)
+                ))
+            })?
+            .into_iter()
+            .map(|(k, t)| (k.trim_end_matches(".npy").to_string(), t))
+            .collect();
+        let get = |k: &str| {
+            named.get(k).ok_or_else(|| {
+                bad(format!(
+                    "missing array `{k}` (pytorch-fid statistics hold mu and sigma)"
+                ))
+            })
+        };
+        let (mu, sigma) = (get("mu")?, get("sigma")?);
+        check_mu_sigma(path, mu, sigma)?;
+        let o = (Kind::Double, Device::Cpu);
+        let d = mu.size()[0];
+        Ok(FeatureStats {
+            n: 0,
+            mean: mu.to_kind(Kind::Double),
+            m2: Tensor::zeros([d, d], o),
+            fixed_cov: Some(sigma.to_kind(Kind::Double)),
+        })
+    }
+
+    /// Writes pytorch-fid's statistics file: `mu` and `sigma` as float64 arrays in a `.npz`
+    /// (`np.load(path)["mu"]` reads it back). Atomic, as [`FeatureStats::save`].
+    pub fn save_npz(&self, path: &Path) -> Result<()> {
+        let sigma = self.covariance()?;
+        let mu = self.mean.to_kind(Kind::Double);
+        let sigma = sigma.to_kind(Kind::Double);
+        atomic_write(path, |tmp| {
+            Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], tmp)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+    }
+}
+
+/// Writes a file through `write(tmp)`, then fsync, rename over `path`, fsync of the folder; on
+/// failure `path` keeps its previous content.
+fn atomic_write(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let res = write(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    });
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// `mu` a floating-point vector of 1 to [`MAX_FEATURE_DIM`] values, `sigma` `[D, D]`, both
+/// finite, `sigma` symmetric; anything else is a one-line error naming the file.
+fn check_mu_sigma(path: &Path, mu: &Tensor, sigma: &Tensor) -> Result<()> {
+    let bad = |m: String| Error::bad_data(path, m);
+    let d = match mu.size()[..] {
+        [d] if (1..=MAX_FEATURE_DIM).contains(&d) => d,
+        _ => {
+            return Err(bad(format!(
+                "mu has shape {:?}, expected a vector of 1 to {MAX_FEATURE_DIM} values",
+                mu.size()
+            )))
+        }
+    };
+    if sigma.size() != [d, d] {
+        return Err(bad(format!(
+            "sigma has shape {:?}, expected [{d}, {d}]",
+            sigma.size()
+        )));
+    }
+    for (k, t) in [("mu", mu), ("sigma", sigma)] {
+        if !t.is_floating_point() {
+            return Err(bad(format!(
+                "{k} is {:?}, expected floating point",
+                t.kind()
+            )));
+        }
+        if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+            return Err(bad(format!("{k} holds NaN or infinite values")));
+        }
+    }
+    // A covariance is symmetric (to rounding).
+    let asym = (sigma - sigma.tr()).abs().max().double_value(&[]);
+    let scale = sigma.abs().max().double_value(&[]);
+    if asym > 1e-4 * scale {
+        return Err(bad(format!(
+                "sigma is not symmetric (|sigma - sigma^T| up to {asym:e} for entries up to {scale:e}): not a covariance"
+            )));
+    }
+    Ok(())
 }
 
 /// Largest feature dimension a statistics file may have (`sigma` is `D x D`; Inception's is 2048).
@@ -246,7 +321,7 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
         )));
     }
     for (name, s) in [("first", a), ("second", b)] {
-        if s.count() < s.dim() {
+        if s.count() > 0 && s.count() < s.dim() {
             eprintln!(
                 "warning: FID: the {name} set has {} samples for {} feature dimensions; its covariance is singular and the FID is biased upward",
                 s.count(),

@@ -22,6 +22,15 @@ pub trait FeatureExtractor {
     fn features(&self, images_0_255: &Tensor) -> Result<Tensor>;
     /// A short name for reports ("FID Inception pool3, pil-bicubic").
     fn name(&self) -> String;
+    /// Features and, where the network has a classifier head, its logits (`[N, classes]`,
+    /// what the Inception Score is computed from). By default no logits.
+    fn features_and_logits(&self, images_0_255: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((self.features(images_0_255)?, None))
+    }
+    /// Whether [`FeatureExtractor::features_and_logits`] gives logits.
+    fn has_logits(&self) -> bool {
+        false
+    }
 }
 
 /// Which outputs to return.
@@ -42,6 +51,37 @@ pub struct FidInception {
     w: HashMap<String, Tensor>,
     pub resize: Resize,
     device: Device,
+    /// The feature [`FidInception::features`] returns (pool3 unless chosen otherwise).
+    tap: Tap,
+    /// The 1008-way classifier (`fc.weight`, `fc.bias`), when the weights file has it.
+    head: Option<(Tensor, Tensor)>,
+}
+
+impl Tap {
+    /// The tap of a pytorch-fid `--dims` value (64, 192, 768 or 2048).
+    pub fn from_dims(dims: i64) -> Result<Tap> {
+        Ok(match dims {
+            64 => Tap::Block64,
+            192 => Tap::Block192,
+            768 => Tap::Block768,
+            2048 => Tap::Pool3,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "--dims {dims}: expected 64, 192, 768 or 2048 (pytorch-fid's feature layers)"
+                )))
+            }
+        })
+    }
+
+    /// Its feature dimension.
+    pub fn dims(self) -> i64 {
+        match self {
+            Tap::Block64 => 64,
+            Tap::Block192 => 192,
+            Tap::Block768 => 768,
+            Tap::Pool3 => 2048,
+        }
+    }
 }
 
 const PREFIX: &str = "net.layers.";
@@ -55,14 +95,49 @@ impl FidInception {
                 format!("cannot read FID Inception weights ({e}); run `cargo xtask setup`"),
             )
         })?;
-        let w: HashMap<String, Tensor> = tensors
-            .into_iter()
-            .filter_map(|(k, t)| {
-                k.strip_prefix(PREFIX)
-                    .map(|k| (k.to_string(), t.to_device(device)))
-            })
-            .collect();
-        let me = FidInception { w, resize, device };
+        let mut head_w = None;
+        let mut head_b = None;
+        let mut w = HashMap::new();
+        for (k, t) in tensors {
+            match k.as_str() {
+                "fc.weight" => head_w = Some(t.to_device(device).to_kind(Kind::Float)),
+                "fc.bias" => head_b = Some(t.to_device(device).to_kind(Kind::Float)),
+                _ => {
+                    if let Some(k) = k.strip_prefix(PREFIX) {
+                        w.insert(k.to_string(), t.to_device(device));
+                    }
+                }
+            }
+        }
+        let head = match (head_w, head_b) {
+            (Some(hw), Some(hb)) => {
+                if hw.size() != [1008, 2048] || hb.size() != [1008] {
+                    return Err(Error::bad_data(
+                        path,
+                        format!(
+                            "fc.weight {:?} and fc.bias {:?}: expected [1008, 2048] and [1008] (the FID Inception's classifier)",
+                            hw.size(),
+                            hb.size()
+                        ),
+                    ));
+                }
+                Some((hw, hb))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::bad_data(
+                    path,
+                    "has one of fc.weight and fc.bias but not the other",
+                ))
+            }
+        };
+        let me = FidInception {
+            w,
+            resize,
+            device,
+            tap: Tap::Pool3,
+            head,
+        };
         let missing: Vec<String> = me
             .expected_names()
             .into_iter()
@@ -78,6 +153,17 @@ impl FidInception {
             ));
         }
         Ok(me)
+    }
+
+    /// Returns `tap`'s feature from [`FeatureExtractor::features`] (pytorch-fid's `--dims`).
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = tap;
+        self
+    }
+
+    /// Whether the weights carried the 1008-way classifier, so the Inception Score can be had.
+    pub fn has_head(&self) -> bool {
+        self.head.is_some()
     }
 
     /// The default asset path.
@@ -289,16 +375,44 @@ impl FidInception {
 
 impl FeatureExtractor for FidInception {
     fn dim(&self) -> i64 {
-        2048
+        self.tap.dims()
     }
     fn features(&self, images_0_255: &Tensor) -> Result<Tensor> {
         let x = self.preprocess(images_0_255)?;
-        Ok(self.forward_taps(&x, &[Tap::Pool3]).remove(0))
+        Ok(self.forward_taps(&x, &[self.tap]).remove(0))
+    }
+    /// With the classifier: torch-fidelity's `logits_unbiased` (pool3 times `fc.weight`
+    /// transposed, no bias), which its Inception Score uses.
+    fn features_and_logits(&self, images_0_255: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let Some((hw, _)) = &self.head else {
+            return Ok((self.features(images_0_255)?, None));
+        };
+        let x = self.preprocess(images_0_255)?;
+        let mut taps = vec![self.tap];
+        if self.tap != Tap::Pool3 {
+            taps.push(Tap::Pool3);
+        }
+        let mut out = self.forward_taps(&x, &taps);
+        let pool3 = out.pop().ok_or_else(|| Error::invalid("no pool3 output"))?;
+        let logits = tch::no_grad(|| pool3.mm(&hw.tr()));
+        let feats = if self.tap == Tap::Pool3 {
+            pool3
+        } else {
+            out.remove(0)
+        };
+        Ok((feats, Some(logits)))
+    }
+    fn has_logits(&self) -> bool {
+        self.head.is_some()
     }
     fn name(&self) -> String {
         format!(
-            "FID Inception (TF 2015-12-05) pool3, {:?} resize",
-            self.resize
+            "FID Inception (TF 2015-12-05) {}, {} resize",
+            match self.tap {
+                Tap::Pool3 => "pool3".to_string(),
+                t => format!("{}-d block", t.dims()),
+            },
+            self.resize.name()
         )
     }
 }

@@ -6,11 +6,11 @@
 //! ```no_run
 //! # fn main() -> genmodels_metrics::Result<()> {
 //! use genmodels_core::data::DataSpec;
-//! use genmodels_metrics::pipeline::{score_images, FeatureSpace, ImageScoring};
+//! use genmodels_metrics::pipeline::{score_images, FeatureSpace, ImageScoring, Images};
 //! let real = DataSpec::parse("fashion-mnist:test")?.dataset()?;
 //! let fake = tch::Tensor::zeros([100, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
 //! let scoring = ImageScoring::new(FeatureSpace::inception("pil-bicubic")?);
-//! let report = score_images(real.as_ref(), 100, &fake, &scoring, &mut |_, _, _| {})?;
+//! let report = score_images(real.as_ref(), 100, Images::Tensor(&fake), &scoring, &mut |_, _, _| {})?;
 //! println!("FID {:.2}", report.fid);
 //! # Ok(())
 //! # }
@@ -18,10 +18,14 @@
 
 use crate::classifier::{class_histogram_kl, DomainClassifier};
 use crate::inception::{FeatureExtractor, FidInception};
-use crate::report::{compare, dataset_features, features_cache_key, tensor_features};
+use crate::kid::KidConfig;
+use crate::report::{compare, dataset_extract, features_cache_key, tensor_extract, Extracted};
 use crate::resize::Resize;
 use crate::{Error, Result};
-use genmodels_contracts::reports::{DomainScores, ImageMetricsReport, ModeReport};
+use genmodels_contracts::reports::{
+    DomainScores, FidelityReport, ImageMetricsReport, InceptionScoreReport, ModeReport,
+    ScoringInputs,
+};
 use genmodels_core::data::{DataLoader, Dataset, DynDataset, MixtureKind};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
@@ -53,6 +57,14 @@ impl FeatureSpace {
         }
     }
 
+    /// The resize convention's name ("" for networks without one).
+    pub fn resize_name(&self) -> &'static str {
+        match self {
+            FeatureSpace::Inception { resize, .. } => resize.name(),
+            FeatureSpace::Classifier { .. } => "",
+        }
+    }
+
     fn load(&self, device: Device) -> Result<Box<dyn FeatureExtractor>> {
         Ok(match self {
             FeatureSpace::Inception { resize, weights } => {
@@ -77,6 +89,11 @@ pub struct ImageScoring {
     pub classifier: Option<PathBuf>,
     /// Training data: adds the memorisation check (nearest-training distances in pixels).
     pub train: Option<DynDataset>,
+    /// Requires the Inception Score of the generated images (an error without a network with
+    /// a head); it is added whenever the network has one.
+    pub isc: bool,
+    /// KID's subsets (its subset size is capped by the sample counts).
+    pub kid: KidConfig,
 }
 
 impl ImageScoring {
@@ -88,6 +105,71 @@ impl ImageScoring {
             cache: None,
             classifier: None,
             train: None,
+            isc: false,
+            kid: KidConfig::default(),
+        }
+    }
+
+    fn inputs(&self, real: &str, fake: &str) -> ScoringInputs {
+        ScoringInputs {
+            real: real.to_string(),
+            fake: fake.to_string(),
+            resize: self.features.resize_name().to_string(),
+            batch_size: self.batch_size,
+            kid_subsets: self.kid.subsets,
+        }
+    }
+}
+
+/// A set of images to score: in memory, or a dataset streamed a batch at a time.
+pub enum Images<'a> {
+    /// `[N, C, H, W]` in [-1, 1].
+    Tensor(&'a Tensor),
+    /// The first `limit` examples of a dataset (a folder of any size streams).
+    Dataset { data: &'a dyn Dataset, limit: usize },
+}
+
+impl Images<'_> {
+    /// How many images.
+    pub fn len(&self) -> usize {
+        match self {
+            Images::Tensor(t) => t.size().first().copied().unwrap_or(0) as usize,
+            Images::Dataset { data, limit } => data.len().min(*limit),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What they are, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Images::Tensor(t) => format!("{} generated images {:?}", self.len(), t.size()),
+            Images::Dataset { data, .. } => {
+                format!("first {} of {}", self.len(), data.describe())
+            }
+        }
+    }
+
+    fn extract(
+        &self,
+        net: &dyn FeatureExtractor,
+        batch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Extracted> {
+        match self {
+            Images::Tensor(t) => tensor_extract(net, t, batch, progress),
+            Images::Dataset { data, limit } => dataset_extract(net, *data, *limit, batch, progress),
+        }
+    }
+
+    /// All of them in memory (for the extras that compare pixels).
+    fn to_tensor(&self, device: Device) -> Result<Tensor> {
+        match self {
+            Images::Tensor(t) => Ok(t.to_device(device)),
+            Images::Dataset { data, .. } => first_images(*data, self.len(), device),
         }
     }
 }
@@ -95,19 +177,16 @@ impl ImageScoring {
 /// Progress of a long stage: `(stage, done, total)`.
 pub type Progress<'a> = dyn FnMut(&str, usize, usize) + 'a;
 
-/// Scores `fake` (`[N, C, H, W]` in [-1, 1]) against the first `n_real` images of `real`.
+/// Scores `fake` against the first `n_real` images of `real`.
 pub fn score_images(
     real: &dyn Dataset,
     n_real: usize,
-    fake: &Tensor,
+    fake: Images,
     s: &ImageScoring,
     progress: &mut Progress,
 ) -> Result<ImageMetricsReport> {
-    if s.batch_size == 0 {
-        return Err(Error::invalid("the feature batch size must be at least 1"));
-    }
     let n_real = n_real.min(real.len());
-    let n_fake = fake.size().first().copied().unwrap_or(0) as usize;
+    let n_fake = fake.len();
     if n_real < 2 || n_fake < 2 {
         return Err(Error::invalid(format!(
             "the metrics need at least 2 real and 2 generated images, got {n_real} and {n_fake}"
@@ -115,25 +194,152 @@ pub fn score_images(
     }
     let net = s.features.load(s.device)?;
     let net = net.as_ref();
+    check_isc(net, s.isc)?;
+    let with_isc = s.isc || net.has_logits();
     let real_feats = real_features(net, real, n_real, s, progress)?;
-    let fake_feats = tensor_features(net, fake, s.batch_size, &mut |d| {
+    let fake_x = fake.extract(net, s.batch_size, &mut |d| {
         progress("generated features", d, n_fake)
     })?;
-    let mut report = compare(&real_feats, &fake_feats, &net.name())?;
+    let mut report = compare(&real_feats, &fake_x.features, &net.name(), &s.kid)?;
+    report.inputs = s.inputs(
+        &Images::Dataset {
+            data: real,
+            limit: n_real,
+        }
+        .describe(),
+        &fake.describe(),
+    );
+    if with_isc {
+        report.inception_score = Some(isc_of(&fake_x)?);
+    }
     if let Some(cp) = &s.classifier {
-        report.domain = Some(domain_scores(cp, real, n_real, fake, s.device)?);
+        let fake_t = fake.to_tensor(Device::Cpu)?;
+        report.domain = Some(domain_scores(cp, real, n_real, &fake_t, s.device)?);
     }
     if let Some(train) = &s.train {
         let all: Vec<usize> = (0..train.len()).collect();
         let train_x = DataLoader::collate(train.as_ref(), &all, Device::Cpu)?.x;
         let held = first_images(real, n_real, Device::Cpu)?;
         report.memorisation = Some(crate::novelty::memorisation(
-            &fake.to_device(Device::Cpu),
+            &fake.to_tensor(Device::Cpu)?,
             &train_x,
             &held,
         )?);
     }
     Ok(report)
+}
+
+fn check_isc(net: &dyn FeatureExtractor, isc: bool) -> Result<()> {
+    if isc && !net.has_logits() {
+        return Err(Error::invalid(format!(
+            "--isc needs a network with a classifier head, and {} has none: the FID Inception asset carries no 1008-way layer; pass --inception-weights FILE with fc.weight and fc.bias (scripts/convert_weights.py fid-inception-pth converts pytorch-fid's or torch-fidelity's .pth)",
+            net.name()
+        )));
+    }
+    Ok(())
+}
+
+fn isc_of(x: &Extracted) -> Result<InceptionScoreReport> {
+    let logits = x
+        .logits
+        .as_ref()
+        .ok_or_else(|| Error::invalid("the feature network gave no logits"))?;
+    let is = crate::isc::inception_score(logits)?;
+    Ok(InceptionScoreReport {
+        mean: is.mean,
+        std: is.std,
+        splits: 10,
+    })
+}
+
+/// Which metrics torch-fidelity's flags chose (`--isc --fid --kid --prc`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub isc: bool,
+    pub fid: bool,
+    pub kid: bool,
+    pub prc: bool,
+}
+
+impl Selection {
+    /// Whether any flag was given.
+    pub fn any(&self) -> bool {
+        self.isc || self.fid || self.kid || self.prc
+    }
+}
+
+/// torch-fidelity's `calculate_metrics(input1=fake, input2=real, ...)`: only the chosen
+/// metrics, under its keys. The Inception Score is of `fake` (input1) alone; KID refuses a
+/// subset larger than either set, as torch-fidelity does.
+pub fn fidelity_scores(
+    real: Images,
+    fake: Images,
+    s: &ImageScoring,
+    sel: Selection,
+    progress: &mut Progress,
+) -> Result<FidelityReport> {
+    let (n_real, n_fake) = (real.len(), fake.len());
+    let two_sets = sel.fid || sel.kid || sel.prc;
+    if n_fake < 2 || (two_sets && n_real < 2) {
+        return Err(Error::invalid(format!(
+            "the metrics need at least 2 images in each input, got {n_fake} (input1) and {n_real} (input2)"
+        )));
+    }
+    if sel.kid && (s.kid.subset_size > n_real || s.kid.subset_size > n_fake) {
+        return Err(Error::invalid(format!(
+            "--kid-subset-size {} is larger than the inputs ({n_fake} and {n_real} images): give at most {}",
+            s.kid.subset_size,
+            n_real.min(n_fake)
+        )));
+    }
+    let net = s.features.load(s.device)?;
+    let net = net.as_ref();
+    check_isc(net, sel.isc)?;
+    let fake_x = fake.extract(net, s.batch_size, &mut |d| {
+        progress("input1 features", d, n_fake)
+    })?;
+    let mut r = FidelityReport {
+        inputs: s.inputs(&real.describe(), &fake.describe()),
+        feature_network: net.name(),
+        ..Default::default()
+    };
+    if sel.isc {
+        let is = isc_of(&fake_x)?;
+        r.inception_score_mean = Some(is.mean);
+        r.inception_score_std = Some(is.std);
+    }
+    if two_sets {
+        let real_x = real.extract(net, s.batch_size, &mut |d| {
+            progress("input2 features", d, n_real)
+        })?;
+        let (rf, ff) = (&real_x.features, &fake_x.features);
+        if sel.fid {
+            r.frechet_inception_distance = Some(crate::fid::frechet_distance(
+                &crate::fid::FeatureStats::from_features(rf)?,
+                &crate::fid::FeatureStats::from_features(ff)?,
+            )?);
+        }
+        if sel.kid {
+            let k = crate::kid::kid(ff, rf, &s.kid)?;
+            r.kernel_inception_distance_mean = Some(k.mean);
+            r.kernel_inception_distance_std = Some(k.std);
+        }
+        if sel.prc {
+            let (p, rc) = crate::prdc::precision_recall(
+                &rf.to_kind(tch::Kind::Double),
+                &ff.to_kind(tch::Kind::Double),
+                3,
+            )?;
+            r.precision = Some(p);
+            r.recall = Some(rc);
+            r.f_score = Some(if p + rc > 0.0 {
+                2.0 * p * rc / (p + rc)
+            } else {
+                0.0
+            });
+        }
+    }
+    Ok(r)
 }
 
 /// The real set's features, from the cache when it holds them.
@@ -158,9 +364,10 @@ fn real_features(
             }
         }
     }
-    let f = dataset_features(net, real, n_real, s.batch_size, &mut |d| {
+    let f = dataset_extract(net, real, n_real, s.batch_size, &mut |d| {
         progress("real features", d, n_real)
-    })?;
+    })?
+    .features;
     if let Some((dir, file)) = cache {
         std::fs::create_dir_all(dir).map_err(|e| genmodels_core::Error::io(dir, e))?;
         let tmp = file.with_extension("tmp");

@@ -5,11 +5,19 @@ use crate::inception::{unit_to_0_255, FeatureExtractor};
 use crate::kid::{kid, KidConfig};
 use crate::prdc::{density_coverage, precision_recall};
 use crate::{Error, Result};
-use genmodels_core::data::Dataset;
+use genmodels_core::data::{DataLoader, Dataset};
 use tch::{Kind, Tensor};
 
 /// The scores of one comparison, as written to JSON (the report contract).
 pub use genmodels_contracts::reports::ImageMetricsReport as MetricsReport;
+
+/// Features (and a classifier head's logits, when the network has one) of a set of images.
+pub struct Extracted {
+    /// `[N, D]` on the CPU.
+    pub features: Tensor,
+    /// `[N, classes]` on the CPU, when the network has a head.
+    pub logits: Option<Tensor>,
+}
 
 /// Features `[N, D]` of the first `limit` examples of an image dataset (values in [-1, 1]),
 /// `batch` at a time; `progress` is told how many images are done after each batch.
@@ -20,30 +28,97 @@ pub fn dataset_features(
     batch: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Tensor> {
+    Ok(dataset_extract(ex, ds, limit, batch, progress)?.features)
+}
+
+/// Features and logits of the first `limit` examples of an image dataset, streamed: one batch
+/// of images is decoded (in parallel) and in memory at a time, so a folder of any size is
+/// scored in bounded memory (the features themselves are kept: `N x D` floats).
+pub fn dataset_extract(
+    ex: &dyn FeatureExtractor,
+    ds: &dyn Dataset,
+    limit: usize,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Extracted> {
     let shape = ds.example_shape();
     if shape.len() != 3 {
         return Err(Error::invalid(format!(
             "image metrics need image data, got examples of shape {shape:?}"
         )));
     }
+    if batch == 0 {
+        return Err(Error::invalid("the feature batch size must be at least 1"));
+    }
     let n = limit.min(ds.len());
-    let per: usize = shape.iter().product::<i64>() as usize;
-    let mut feats = Vec::new();
-    let mut buf = vec![0f32; per * batch];
+    let mut out = Collected::default();
     let mut done = 0;
     while done < n {
         let b = batch.min(n - done);
-        for i in 0..b {
-            ds.get(done + i, &mut buf[i * per..(i + 1) * per])?;
-        }
-        let mut full = vec![b as i64];
-        full.extend(&shape);
-        let x = Tensor::from_slice(&buf[..b * per]).reshape(&full);
-        feats.push(ex.features(&unit_to_0_255(&x))?.to_device(tch::Device::Cpu));
+        let idx: Vec<usize> = (done..done + b).collect();
+        let x = DataLoader::collate(ds, &idx, tch::Device::Cpu)?.x;
+        out.push(ex.features_and_logits(&unit_to_0_255(&x))?);
         done += b;
         progress(done);
     }
-    Ok(Tensor::cat(&feats, 0))
+    out.finish()
+}
+
+/// FID statistics of the first `limit` images of a dataset, streamed: neither the images nor
+/// their features are kept, so a folder of any size fits in memory (pytorch-fid's
+/// `calculate_activation_statistics`, without holding the `N x D` activations).
+pub fn dataset_stats(
+    ex: &dyn FeatureExtractor,
+    ds: &dyn Dataset,
+    limit: usize,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<FeatureStats> {
+    let shape = ds.example_shape();
+    if shape.len() != 3 {
+        return Err(Error::invalid(format!(
+            "image statistics need image data, got examples of shape {shape:?}"
+        )));
+    }
+    if batch == 0 {
+        return Err(Error::invalid("the feature batch size must be at least 1"));
+    }
+    let n = limit.min(ds.len());
+    let mut stats = FeatureStats::new(ex.dim());
+    let mut done = 0;
+    while done < n {
+        let b = batch.min(n - done);
+        let idx: Vec<usize> = (done..done + b).collect();
+        let x = DataLoader::collate(ds, &idx, tch::Device::Cpu)?.x;
+        stats.update(&ex.features(&unit_to_0_255(&x))?)?;
+        done += b;
+        progress(done);
+    }
+    Ok(stats)
+}
+
+#[derive(Default)]
+struct Collected {
+    features: Vec<Tensor>,
+    logits: Vec<Tensor>,
+}
+
+impl Collected {
+    fn push(&mut self, (f, l): (Tensor, Option<Tensor>)) {
+        self.features.push(f.to_device(tch::Device::Cpu));
+        if let Some(l) = l {
+            self.logits.push(l.to_device(tch::Device::Cpu));
+        }
+    }
+    fn finish(self) -> Result<Extracted> {
+        if self.features.is_empty() {
+            return Err(Error::invalid("no images to extract features from"));
+        }
+        Ok(Extracted {
+            features: Tensor::cat(&self.features, 0),
+            logits: (!self.logits.is_empty()).then(|| Tensor::cat(&self.logits, 0)),
+        })
+    }
 }
 
 /// Features of images held in memory (`[N, C, H, W]` in [-1, 1]).
@@ -53,35 +128,51 @@ pub fn tensor_features(
     batch: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Tensor> {
-    let n = images.size()[0];
-    let mut feats = Vec::new();
+    Ok(tensor_extract(ex, images, batch, progress)?.features)
+}
+
+/// Features and logits of images held in memory (`[N, C, H, W]` in [-1, 1]).
+pub fn tensor_extract(
+    ex: &dyn FeatureExtractor,
+    images: &Tensor,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Extracted> {
+    if batch == 0 {
+        return Err(Error::invalid("the feature batch size must be at least 1"));
+    }
+    let n = images.size().first().copied().unwrap_or(0);
+    let mut out = Collected::default();
     let mut done = 0;
     while done < n {
         let b = (batch as i64).min(n - done);
-        feats.push(
-            ex.features(&unit_to_0_255(&images.narrow(0, done, b)))?
-                .to_device(tch::Device::Cpu),
-        );
+        out.push(ex.features_and_logits(&unit_to_0_255(&images.narrow(0, done, b)))?);
         done += b;
         progress(done as usize);
     }
-    Ok(Tensor::cat(&feats, 0))
+    out.finish()
 }
 
 /// All scores from real and fake features.
-pub fn compare(real: &Tensor, fake: &Tensor, feature_network: &str) -> Result<MetricsReport> {
+pub fn compare(
+    real: &Tensor,
+    fake: &Tensor,
+    feature_network: &str,
+    kid_config: &KidConfig,
+) -> Result<MetricsReport> {
     let (nr, nf) = (real.size()[0] as usize, fake.size()[0] as usize);
     let fid = frechet_distance(
         &FeatureStats::from_features(real)?,
         &FeatureStats::from_features(fake)?,
     )?;
-    let subset = 1000.min(nr).min(nf);
+    let subset = kid_config.subset_size.min(nr).min(nf);
+    // torch-fidelity draws the generated set's subset first (input1), then the real one's
     let k = kid(
-        real,
         fake,
+        real,
         &KidConfig {
             subset_size: subset,
-            ..Default::default()
+            ..*kid_config
         },
     )?;
     let (real64, fake64) = (real.to_kind(Kind::Double), fake.to_kind(Kind::Double));
@@ -101,6 +192,8 @@ pub fn compare(real: &Tensor, fake: &Tensor, feature_network: &str) -> Result<Me
         feature_network: feature_network.to_string(),
         domain: None,
         memorisation: None,
+        inception_score: None,
+        inputs: Default::default(),
     })
 }
 

@@ -32,6 +32,15 @@ impl Resize {
             ))),
         }
     }
+
+    /// The name `parse` takes (and reports print).
+    pub fn name(self) -> &'static str {
+        match self {
+            Resize::PytorchBilinear => "pytorch-bilinear",
+            Resize::Tf1Bilinear => "tf1-bilinear",
+            Resize::PilBicubic => "pil-bicubic",
+        }
+    }
 }
 
 fn bilinear_rows(n_in: i64, n_out: i64, tf1: bool) -> Vec<f64> {

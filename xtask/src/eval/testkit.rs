@@ -31,6 +31,8 @@ pub fn image_report(fid: f64, network: &str) -> ImageMetricsReport {
         num_real: 5000,
         num_fake: 5000,
         feature_network: network.into(),
+        inception_score: None,
+        inputs: Default::default(),
         domain: Some(DomainScores {
             domain_fid: fid,
             domain_is_mean: 8.0,

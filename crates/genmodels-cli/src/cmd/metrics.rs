@@ -1,5 +1,7 @@
 //! `genmodels metrics`: generated images against real ones through
-//! [`genmodels_metrics::pipeline`], or mode coverage for a 2-D mixture.
+//! [`genmodels_metrics::pipeline`], or mode coverage for a 2-D mixture. With torch-fidelity's
+//! metric flags (`--isc --fid --kid --prc`, `--input1 FAKE --input2 REAL`) it computes only
+//! those and writes torch-fidelity's keys.
 
 use crate::common::{bar, device, registry, write_json, StageBars};
 use anyhow::{bail, Result};
@@ -8,17 +10,46 @@ use genmodels_core::data::{DataLoader, DataSpec, MixtureKind};
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::Samples;
 use genmodels_core::run::{Run, RunLayout};
-use genmodels_metrics::pipeline::{mode_report, score_images, FeatureSpace, ImageScoring};
+use genmodels_metrics::kid::KidConfig;
+use genmodels_metrics::pipeline::{
+    fidelity_scores, mode_report, score_images, FeatureSpace, ImageScoring, Images, Selection,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct MetricsArgs {
-    /// Real images (a data spec, e.g. fashion-mnist:test or folder:DIR).
-    #[arg(long)]
-    real: String,
-    /// Generated images: a run folder (samples are drawn from its checkpoint) or a data spec.
-    #[arg(long)]
+    /// Real images (a data spec, e.g. fashion-mnist:test, or a folder of images, read at
+    /// their own size). torch-fidelity's name: --input2.
+    #[arg(long, visible_alias = "input2")]
+    real: Option<String>,
+    /// Generated images: a run folder (samples are drawn from its checkpoint), a folder of
+    /// images or a data spec. torch-fidelity's name: --input1.
+    #[arg(long, visible_alias = "input1")]
     fake: String,
+    /// torch-fidelity's flags: compute only the chosen metrics and write its JSON keys.
+    /// Inception Score of the generated images (needs --inception-weights with the head;
+    /// without the other flags, the full report adds it whenever the weights have the head).
+    #[arg(long)]
+    isc: bool,
+    /// Fréchet Inception Distance (torch-fidelity's flag).
+    #[arg(long)]
+    fid: bool,
+    /// Kernel Inception Distance (torch-fidelity's flag).
+    #[arg(long)]
+    kid: bool,
+    /// Precision, recall and F-score (torch-fidelity's flag).
+    #[arg(long)]
+    prc: bool,
+    /// KID subset size (torch-fidelity's default 1000; capped by the counts without the flags).
+    #[arg(long, default_value_t = 1000)]
+    kid_subset_size: usize,
+    /// KID subsets.
+    #[arg(long, default_value_t = 100)]
+    kid_subsets: usize,
+    /// FID Inception weights (safetensors; default: the set-up asset). One with `fc.weight`
+    /// and `fc.bias` also gives the Inception Score.
+    #[arg(long)]
+    inception_weights: Option<PathBuf>,
     /// How many generated samples (and at most how many real ones).
     #[arg(short, long, default_value_t = 10_000)]
     n: usize,
@@ -53,15 +84,32 @@ pub struct MetricsArgs {
 }
 
 pub fn metrics(a: MetricsArgs) -> Result<()> {
-    if a.n < 2 || a.batch_size == 0 {
-        bail!("-n must be at least 2 and --batch-size at least 1");
+    if a.n < 2 || a.batch_size == 0 || a.kid_subsets == 0 || a.kid_subset_size < 2 {
+        bail!("-n must be at least 2, --batch-size and --kid-subsets at least 1, --kid-subset-size at least 2");
     }
     let device = device(a.device.as_deref())?;
-    if let DataSpec::Mixture { mixture, .. } = DataSpec::parse(&a.real)? {
-        return mode_metrics(&a, mixture, device);
+    let sel = Selection {
+        isc: a.isc,
+        fid: a.fid,
+        kid: a.kid,
+        prc: a.prc,
+    };
+    let real_spec = match (&a.real, sel.any() && !(sel.fid || sel.kid || sel.prc)) {
+        (Some(r), _) => Some(DataSpec::parse(r)?),
+        (None, true) => None,
+        (None, false) => bail!("--real (or --input2) is needed: the images to compare against"),
+    };
+    if let Some(DataSpec::Mixture { mixture, .. }) = &real_spec {
+        return mode_metrics(&a, *mixture, device);
     }
     let features = match a.features.as_str() {
-        "inception" => FeatureSpace::inception(&a.resize)?,
+        "inception" => match &a.inception_weights {
+            Some(w) => FeatureSpace::Inception {
+                resize: genmodels_metrics::resize::Resize::parse(&a.resize)?,
+                weights: w.clone(),
+            },
+            None => FeatureSpace::inception(&a.resize)?,
+        },
         "classifier" => match &a.classifier {
             Some(cp) => FeatureSpace::Classifier {
                 weights: cp.clone(),
@@ -72,7 +120,10 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
         },
         other => bail!("unknown --features `{other}`: expected inception or classifier"),
     };
-    let real = DataSpec::parse(&a.real)?.dataset()?;
+    let real = match &real_spec {
+        Some(spec) => Some(spec.dataset()?),
+        None => None,
+    };
     let scoring = ImageScoring {
         features,
         batch_size: a.batch_size,
@@ -83,10 +134,60 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
             Some(t) => Some(DataSpec::parse(t)?.dataset()?),
             None => None,
         },
+        isc: a.isc,
+        kid: KidConfig {
+            subsets: a.kid_subsets,
+            subset_size: a.kid_subset_size,
+            ..Default::default()
+        },
     };
-    let fake = fake_images(&a.fake, a.n, a.seed, a.batch_size, device)?;
+    let fake = FakeImages::open(&a.fake, a.n, a.seed, a.batch_size, device)?;
+    let fake_images = fake.images(a.n);
+    let real_images = real.as_ref().map(|r| Images::Dataset {
+        data: r.as_ref(),
+        limit: a.n,
+    });
+    print_inputs(real_images.as_ref(), &fake_images, &scoring, a.n);
     let mut bars = StageBars::default();
-    let r = score_images(real.as_ref(), a.n, &fake, &scoring, &mut |s, d, t| {
+    if sel.any() {
+        let empty = EmptySet;
+        let real_images = real_images.unwrap_or(Images::Dataset {
+            data: &empty,
+            limit: 0,
+        });
+        let r = fidelity_scores(real_images, fake_images, &scoring, sel, &mut |s, d, t| {
+            bars.update(s, d, t)
+        })?;
+        bars.finish();
+        for (k, v) in [
+            ("inception_score_mean", r.inception_score_mean),
+            ("inception_score_std", r.inception_score_std),
+            ("frechet_inception_distance", r.frechet_inception_distance),
+            (
+                "kernel_inception_distance_mean",
+                r.kernel_inception_distance_mean,
+            ),
+            (
+                "kernel_inception_distance_std",
+                r.kernel_inception_distance_std,
+            ),
+            ("precision", r.precision),
+            ("recall", r.recall),
+            ("f_score", r.f_score),
+        ] {
+            if let Some(v) = v {
+                println!("{k}: {v:.7}");
+            }
+        }
+        if let Some(p) = &a.json {
+            write_json(p, &r)?;
+        }
+        return Ok(());
+    }
+    let Some(real) = &real else {
+        bail!("--real (or --input2) is needed: the images to compare against")
+    };
+    let r = score_images(real.as_ref(), a.n, fake_images, &scoring, &mut |s, d, t| {
         bars.update(s, d, t)
     })?;
     bars.finish();
@@ -99,6 +200,9 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
         ("density", r.density),
         ("coverage", r.coverage),
     ];
+    if let Some(is) = &r.inception_score {
+        rows.extend([("IS", is.mean), ("IS std", is.std)]);
+    }
     if let Some(d) = &r.domain {
         rows.extend([
             ("domain FID", d.domain_fid),
@@ -119,13 +223,58 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
         println!("{k:<14} {v:>12.5}");
     }
     println!(
-        "{} real vs {} generated images; features: {}",
-        r.num_real, r.num_fake, r.feature_network
+        "{} real vs {} generated images; features: {}; KID subsets {} of {}",
+        r.num_real, r.num_fake, r.feature_network, scoring.kid.subsets, r.kid_subset_size
     );
     if let Some(p) = &a.json {
         write_json(p, &r)?;
     }
     Ok(())
+}
+
+/// Prints every input and default that changes the numbers, before the long work starts.
+fn print_inputs(real: Option<&Images>, fake: &Images, s: &ImageScoring, n: usize) {
+    if let Some(r) = real {
+        println!("real:       {}", r.describe());
+    }
+    println!("generated:  {}", fake.describe());
+    let resize = s.features.resize_name();
+    println!(
+        "features:   {}{}; -n {n}, --batch-size {}",
+        match &s.features {
+            FeatureSpace::Inception { weights, .. } =>
+                format!("FID Inception ({})", weights.display()),
+            FeatureSpace::Classifier { weights } =>
+                format!("domain classifier ({})", weights.display()),
+        },
+        if resize.is_empty() {
+            String::new()
+        } else {
+            format!(", --resize {resize} to 299x299 (grey repeated to RGB)")
+        },
+        s.batch_size
+    );
+}
+
+/// No images (torch-fidelity's Inception Score needs only input1).
+struct EmptySet;
+
+impl genmodels_core::data::Dataset for EmptySet {
+    fn len(&self) -> usize {
+        0
+    }
+    fn example_shape(&self) -> Vec<i64> {
+        vec![3, 1, 1]
+    }
+    fn num_classes(&self) -> Option<usize> {
+        None
+    }
+    fn get(&self, _: usize, _: &mut [f32]) -> genmodels_core::Result<Option<i64>> {
+        Err(genmodels_core::Error::invalid("no images"))
+    }
+    fn describe(&self) -> String {
+        "no images".into()
+    }
 }
 
 /// Mode coverage of a run trained on a 2-D mixture, with a scatter plot beside the JSON.
@@ -162,16 +311,18 @@ fn mode_metrics(a: &MetricsArgs, mixture: MixtureKind, device: tch::Device) -> R
     Ok(())
 }
 
-/// `n` generated images in [-1, 1]: sampled from a run folder, or read from a data spec.
-fn fake_images(
-    fake: &str,
-    n: usize,
-    seed: u64,
-    batch: usize,
-    device: tch::Device,
-) -> Result<tch::Tensor> {
-    let path = Path::new(fake);
-    if RunLayout::new(path).has_checkpoint() {
+/// Generated images: sampled from a run folder into memory, or a dataset read as it streams.
+enum FakeImages {
+    Sampled(tch::Tensor),
+    Data(genmodels_core::data::DynDataset),
+}
+
+impl FakeImages {
+    fn open(fake: &str, n: usize, seed: u64, batch: usize, device: tch::Device) -> Result<Self> {
+        let path = Path::new(fake);
+        if !RunLayout::new(path).has_checkpoint() {
+            return Ok(FakeImages::Data(DataSpec::parse(fake)?.dataset()?));
+        }
         let mut run = Run::open_with_model(path, registry(), device)?;
         run.load_for_sampling(false)?;
         seed_everything(seed);
@@ -188,10 +339,16 @@ fn fake_images(
             b.set_position(done as u64);
         }
         b.finish();
-        Ok(tch::Tensor::cat(&parts, 0))
-    } else {
-        let ds = DataSpec::parse(fake)?.dataset()?;
-        let idx: Vec<usize> = (0..n.min(ds.len())).collect();
-        Ok(DataLoader::collate(ds.as_ref(), &idx, tch::Device::Cpu)?.x)
+        Ok(FakeImages::Sampled(tch::Tensor::cat(&parts, 0)))
+    }
+
+    fn images(&self, n: usize) -> Images<'_> {
+        match self {
+            FakeImages::Sampled(t) => Images::Tensor(t),
+            FakeImages::Data(d) => Images::Dataset {
+                data: d.as_ref(),
+                limit: n,
+            },
+        }
     }
 }

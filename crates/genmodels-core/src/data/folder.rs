@@ -1,4 +1,5 @@
-//! Folders of PNG/JPEG images, resized (shorter side) and centre-cropped to a square size.
+//! Folders of PNG/JPEG images, read at their own size (the default, as pytorch-fid and
+//! torch-fidelity read them) or resized (shorter side) and centre-cropped to a square size.
 //! Sub-folders, when present, are classes (sorted by name), as in torchvision's `ImageFolder`.
 
 use super::limits::{
@@ -15,8 +16,13 @@ use std::path::{Path, PathBuf};
 pub struct ImageFolder {
     files: Vec<(PathBuf, Option<i64>)>,
     classes: Vec<String>,
-    size: u32,
+    height: u32,
+    width: u32,
     channels: u8,
+    /// Resize every image to `height` (= `width`); otherwise each must have the first's size.
+    resize: bool,
+    /// Channels followed the first image (a grey first image makes colour ones an error).
+    native_channels: bool,
     root: PathBuf,
 }
 
@@ -90,13 +96,14 @@ impl ImageFolder {
                 "no .png/.jpg/.jpeg files found (directly or in class sub-folders)",
             ));
         }
-        let (mut size, mut channels) = (size, channels);
+        let follow_channels = channels == 0;
+        let (mut height, mut width, mut channels) = (size, size, channels);
         if size == 0 || channels == 0 {
             let first = &files[0].0;
             let img = decode_image(first)?;
             if size == 0 {
-                size = img.width().min(img.height());
-                if size > MAX_FOLDER_SIDE {
+                (height, width) = (img.height(), img.width());
+                if height.max(width) > MAX_FOLDER_SIDE {
                     return Err(Error::bad_data(
                         first,
                         format!(
@@ -114,8 +121,11 @@ impl ImageFolder {
         Ok(ImageFolder {
             files,
             classes,
-            size,
+            height,
+            width,
             channels,
+            resize: size != 0,
+            native_channels: follow_channels,
             root: root.to_path_buf(),
         })
     }
@@ -172,21 +182,7 @@ fn decode_image(path: &Path) -> Result<DynamicImage> {
 /// Decodes one image file into `out` (CHW in [-1, 1], `channels * size * size` values) after
 /// resizing its shorter side to `size` (Catmull-Rom) and centre-cropping.
 pub fn decode_image_into(path: &Path, size: u32, channels: u8, out: &mut [f32]) -> Result<()> {
-    if size == 0 || size > MAX_FOLDER_SIDE || !(channels == 1 || channels == 3) {
-        return Err(Error::invalid(format!(
-            "cannot decode into {channels}x{size}x{size}: expected 1 or 3 channels and a size of 1 to {MAX_FOLDER_SIDE}"
-        )));
-    }
-    // size <= 4096, so neither product overflows.
-    let plane = size as usize * size as usize;
-    let need = plane * channels as usize;
-    debug_assert!(need <= MAX_TENSOR_ELEMENTS);
-    if out.len() != need {
-        return Err(Error::invalid(format!(
-            "a buffer of {} values for a {channels}x{size}x{size} image",
-            out.len()
-        )));
-    }
+    check_target(size, size, channels, out.len())?;
     let img = decode_image(path)?;
     let (w, h) = (img.width(), img.height());
     let img = if w != size || h != size {
@@ -208,6 +204,69 @@ pub fn decode_image_into(path: &Path, size: u32, channels: u8, out: &mut [f32]) 
     } else {
         img
     };
+    write_chw(&img, channels, out);
+    Ok(())
+}
+
+/// Decodes one image file at its own size into `out` (CHW in [-1, 1]): the image must be
+/// `width` x `height`, as pytorch-fid and torch-fidelity need every image of a folder to be.
+/// With `strict_colour`, a colour image is an error when `channels` is 1 (the folder's first
+/// image was grey), instead of a silent conversion to grey.
+pub fn decode_native_into(
+    path: &Path,
+    height: u32,
+    width: u32,
+    channels: u8,
+    strict_colour: bool,
+    out: &mut [f32],
+) -> Result<()> {
+    check_target(height, width, channels, out.len())?;
+    let img = decode_image(path)?;
+    if img.width() != width || img.height() != height {
+        return Err(Error::bad_data(
+            path,
+            format!(
+                "{}x{} pixels, but the folder's first image is {width}x{height}: images read at their own size must all have one size (give folder:DIR:SIZE to resize every image to SIZE x SIZE)",
+                img.width(),
+                img.height()
+            ),
+        ));
+    }
+    if strict_colour && channels == 1 && img.color().has_color() {
+        return Err(Error::bad_data(
+            path,
+            "a colour image, but the folder's first image is grey: give folder:DIR:0:3 to read every image as RGB (grey ones repeated to three channels, as PIL's convert(\"RGB\") does)",
+        ));
+    }
+    write_chw(&img, channels, out);
+    Ok(())
+}
+
+fn check_target(height: u32, width: u32, channels: u8, len: usize) -> Result<()> {
+    if height == 0
+        || width == 0
+        || height.max(width) > MAX_FOLDER_SIDE
+        || !(channels == 1 || channels == 3)
+    {
+        return Err(Error::invalid(format!(
+            "cannot decode into {channels}x{height}x{width}: expected 1 or 3 channels and sides of 1 to {MAX_FOLDER_SIDE}"
+        )));
+    }
+    // sides <= 4096, so neither product overflows.
+    let need = height as usize * width as usize * channels as usize;
+    debug_assert!(need <= MAX_TENSOR_ELEMENTS);
+    if len != need {
+        return Err(Error::invalid(format!(
+            "a buffer of {len} values for a {channels}x{height}x{width} image"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `img` as CHW values in [-1, 1]: grey by luma, RGB with alpha dropped (as PIL's
+/// `convert("RGB")`), grey images repeated to three channels.
+fn write_chw(img: &DynamicImage, channels: u8, out: &mut [f32]) {
+    let plane = img.width() as usize * img.height() as usize;
     match channels {
         1 => {
             let g = img.to_luma8();
@@ -224,7 +283,6 @@ pub fn decode_image_into(path: &Path, size: u32, channels: u8, out: &mut [f32]) 
             }
         }
     }
-    Ok(())
 }
 
 impl Dataset for ImageFolder {
@@ -232,7 +290,7 @@ impl Dataset for ImageFolder {
         self.files.len()
     }
     fn example_shape(&self) -> Vec<i64> {
-        vec![self.channels as i64, self.size as i64, self.size as i64]
+        vec![self.channels as i64, self.height as i64, self.width as i64]
     }
     fn num_classes(&self) -> Option<usize> {
         (!self.classes.is_empty()).then_some(self.classes.len())
@@ -244,17 +302,33 @@ impl Dataset for ImageFolder {
                 self.files.len()
             ))
         })?;
-        decode_image_into(p, self.size, self.channels, out)?;
+        if self.resize {
+            decode_image_into(p, self.height, self.channels, out)?;
+        } else {
+            decode_native_into(
+                p,
+                self.height,
+                self.width,
+                self.channels,
+                self.native_channels,
+                out,
+            )?;
+        }
         Ok(*label)
     }
     fn describe(&self) -> String {
         format!(
-            "image folder {} ({} images, {}x{}x{})",
+            "image folder {} ({} images, {}x{}x{}, {})",
             self.root.display(),
             self.files.len(),
             self.channels,
-            self.size,
-            self.size
+            self.height,
+            self.width,
+            if self.resize {
+                "resized (shorter side) and centre-cropped"
+            } else {
+                "at their own size"
+            }
         )
     }
 }
@@ -303,11 +377,65 @@ mod tests {
             .to_string();
         assert!(err.contains("no .png"), "{err}");
         assert!(ImageFolder::open(dir.path(), 8, 2).is_err());
-        // native size and channels follow the first image
+        // native size and channels follow the first image: 5 wide, 7 high, grey
         image::GrayImage::from_pixel(5, 7, image::Luma([9]))
             .save(dir.path().join("g.png"))
             .unwrap();
         let ds = ImageFolder::open(dir.path(), 0, 0).unwrap();
-        assert_eq!(ds.example_shape(), vec![1, 5, 5]);
+        assert_eq!(ds.example_shape(), vec![1, 7, 5]);
+    }
+
+    #[test]
+    fn native_size_keeps_the_pixels_and_refuses_a_second_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image::RgbImage::from_fn(30, 20, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        img.save(dir.path().join("a.png")).unwrap();
+        let ds = ImageFolder::open(dir.path(), 0, 0).unwrap();
+        // not square, not shrunk: the pixels come back exactly
+        assert_eq!(ds.example_shape(), vec![3, 20, 30]);
+        let mut buf = vec![0f32; 3 * 20 * 30];
+        ds.get(0, &mut buf).unwrap();
+        let back = |v: f32| ((v + 1.0) * 127.5).round() as u8;
+        assert_eq!(back(buf[29]), 29);
+        assert_eq!(back(buf[600 + 19 * 30]), 19);
+        assert_eq!(back(buf[1200 + 5]), 7);
+        image::RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))
+            .save(dir.path().join("b.png"))
+            .unwrap();
+        let ds = ImageFolder::open(dir.path(), 0, 0).unwrap();
+        let err = ds.get(1, &mut buf).unwrap_err().to_string();
+        assert!(
+            err.contains("b.png") && err.contains("32x32") && err.contains("folder:DIR:SIZE"),
+            "{err}"
+        );
+        // with a size given, both are resized
+        let ds = ImageFolder::open(dir.path(), 16, 3).unwrap();
+        let mut buf = vec![0f32; 3 * 16 * 16];
+        ds.get(1, &mut buf).unwrap();
+    }
+
+    #[test]
+    fn a_colour_image_after_a_grey_first_one_is_an_error_not_a_silent_grey() {
+        let dir = tempfile::tempdir().unwrap();
+        image::GrayImage::from_pixel(8, 8, image::Luma([50]))
+            .save(dir.path().join("a.png"))
+            .unwrap();
+        image::RgbImage::from_pixel(8, 8, image::Rgb([200, 0, 0]))
+            .save(dir.path().join("b.png"))
+            .unwrap();
+        let ds = ImageFolder::open(dir.path(), 0, 0).unwrap();
+        assert_eq!(ds.example_shape(), vec![1, 8, 8]);
+        let mut buf = vec![0f32; 64];
+        let err = ds.get(1, &mut buf).unwrap_err().to_string();
+        assert!(
+            err.contains("b.png") && err.contains("folder:DIR:0:3"),
+            "{err}"
+        );
+        // read as RGB, the grey one is repeated to three channels (PIL's convert("RGB"))
+        let ds = ImageFolder::open(dir.path(), 0, 3).unwrap();
+        let mut buf = vec![0f32; 3 * 64];
+        ds.get(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|v| (*v - buf[0]).abs() < 1e-7));
+        ds.get(1, &mut buf).unwrap();
     }
 }

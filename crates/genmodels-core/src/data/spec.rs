@@ -20,7 +20,10 @@ use tch::Device;
 pub enum DataSpec {
     /// An MNIST-style IDX folder.
     Idx { dir: PathBuf, test: bool },
-    /// A folder of PNG/JPEG images; size and channels 0 follow the first image.
+    /// A folder of PNG/JPEG images. Size 0 (the default) reads every image at its own size,
+    /// which must be the first image's (as pytorch-fid and torch-fidelity read folders); a
+    /// size resizes the shorter side and centre-crops. Channels 0 (the default) follow the
+    /// first image (grey -> 1, colour -> 3).
     Folder {
         dir: PathBuf,
         size: u32,
@@ -60,7 +63,7 @@ fn parse_vocab(t: &str) -> Result<Option<VocabKind>> {
 
 /// The spec strings the command line accepts, for help texts.
 pub const DATA_HELP: &str = "fashion-mnist[:test] | mnist-5k | digits | moby-dick[:TOK] | kjv[:TOK] | ring8 | grid25 | \
-idx:DIR[:test] | folder:DIR[:SIZE[:CHANNELS]] | csv:FILE | text:FILE[:TOK] (TOK: char, byte, bpe, bpe=N) | a path (IDX folder, image folder, .csv[.gz], text file); \
+idx:DIR[:test] | folder:DIR[:SIZE[:CHANNELS]] (SIZE and CHANNELS 0 or left out: the images' own) | csv:FILE | text:FILE[:TOK] (TOK: char, byte, bpe, bpe=N) | a path (IDX folder, image folder, .csv[.gz], text file); \
 SPEC@C1,C2 keeps only those classes (e.g. fashion-mnist@7,9)";
 
 impl DataSpec {
@@ -137,7 +140,7 @@ impl DataSpec {
                         })
                     })
                     .transpose()?
-                    .unwrap_or(32);
+                    .unwrap_or(0);
                 let channels = parts
                     .next()
                     .map(|v| {
@@ -146,7 +149,7 @@ impl DataSpec {
                         })
                     })
                     .transpose()?
-                    .unwrap_or(3);
+                    .unwrap_or(0);
                 DataSpec::Folder {
                     dir: dir.into(),
                     size,
@@ -190,8 +193,8 @@ impl DataSpec {
             } else {
                 DataSpec::Folder {
                     dir: p.into(),
-                    size: 32,
-                    channels: 3,
+                    size: 0,
+                    channels: 0,
                 }
             });
         }
@@ -522,6 +525,15 @@ mod tests {
         );
         assert!(DataSpec::parse("ring8@x").is_err());
         assert!(DataSpec::parse("folder:/x:big").is_err());
+        // no size: the images' own size and channels, never a silent thumbnail
+        assert_eq!(
+            DataSpec::parse("folder:/x").unwrap(),
+            DataSpec::Folder {
+                dir: "/x".into(),
+                size: 0,
+                channels: 0
+            }
+        );
         let err = DataSpec::parse("/definitely/not/here")
             .unwrap_err()
             .to_string();

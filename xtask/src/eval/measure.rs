@@ -131,7 +131,7 @@ impl Job<'_> {
             Step::SampleGrid { n, caption } => {
                 let dir = ev.join("grid");
                 sample_into(g, run, *n, &dir, cmds)?;
-                let grid = dir.join("grid.png");
+                let grid = dir.join("overview").join("grid.png");
                 std::fs::copy(&grid, self.img("samples.png"))
                     .with_context(|| format!("copying {}", grid.display()))?;
                 let caption = caption

@@ -169,7 +169,7 @@ case $verb in
       '{{"step":20,"time_s":2.5,"lr_scale":1.0,"loss":1.0,"val_loss":1.5}}' > "$out/train.jsonl" ;;
   resume) printf '%s\n' '{{"step":30,"time_s":4.0,"lr_scale":1.0,"loss":0.9}}' >> "$1/train.jsonl" ;;
   classifier) echo x > "$out" ;;
-  sample) mkdir -p "$out"; cp "$FX/pic.png" "$out/grid.png"; printf '0.1,0.2\n1.0,1.0\n' > "$out/points.csv" ;;
+  sample) mkdir -p "$out/overview"; cp "$FX/pic.png" "$out/overview/grid.png"; printf '0.1,0.2\n1.0,1.0\n' > "$out/points.csv" ;;
   interpolate) cp "$FX/pic.png" "$out" ;;
   translate) mkdir -p "$out" ;;
   metrics) if [ "$real" = grid25 ]; then cp "$FX/modes.json" "$json"; else cp "$FX/metrics.json" "$json"; fi ;;

@@ -22,7 +22,8 @@ pub struct SampleArgs {
     /// Number of samples.
     #[arg(short, long, default_value_t = 64)]
     n: usize,
-    /// Output folder (PNG files and grid.png for images; points.csv and scatter.png for points).
+    /// Output folder (one PNG per image, with the overview grid in overview/grid.png so the
+    /// folder holds only samples and scores as `folder:DIR`; points.csv and scatter.png for points).
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 0)]
@@ -35,7 +36,7 @@ pub struct SampleArgs {
     #[command(flatten)]
     sampler: SamplerArgs,
     /// Also write a denoising trajectory (x_t above predicted x_0, 8 frames) of 8 samples as
-    /// trajectory.png (diffusion models).
+    /// overview/trajectory.png (diffusion models).
     #[arg(long)]
     trajectory: bool,
 }
@@ -168,12 +169,17 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     } else {
         Samples::Text(texts)
     };
+    let overview = a.out.join("overview");
     let stem = match samples {
-        Samples::Images(_) => "grid",
-        Samples::Points(_) => "scatter",
-        Samples::Text(_) => "samples",
+        Samples::Images(_) => {
+            std::fs::create_dir_all(&overview)
+                .with_context(|| format!("creating {}", overview.display()))?;
+            overview.join("grid")
+        }
+        Samples::Points(_) => a.out.join("scatter"),
+        Samples::Text(_) => a.out.join("samples"),
     };
-    let grid = write_samples_to(&samples, &a.out.join(stem))?;
+    let grid = write_samples_to(&samples, &stem)?;
     if a.trajectory {
         let s = need(
             run.model.as_scheduled(),
@@ -187,7 +193,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         let f = xs.size()[0];
         let rows = |t: &Tensor| t.transpose(0, 1).flatten(0, 1);
         let grid_t = Tensor::cat(&[rows(&xs), rows(&x0s)], 0);
-        let p = a.out.join("trajectory.png");
+        let p = overview.join("trajectory.png");
         genmodels_core::image_io::save_grid(&grid_t, f, 2, &p)?;
         println!(
             "denoising trajectory: {} (8 samples x {f} frames: x_t rows, then predicted x_0 rows)",

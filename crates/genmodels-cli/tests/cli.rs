@@ -106,7 +106,13 @@ fn train_resume_sample_round_trip() {
     // the sample folder scores as a folder of images: nothing else in it
     let n = std::fs::read_dir(&out)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
         .count();
     assert_eq!(n, 5);
     let img = image::open(out.join("sample_00000.png")).unwrap();

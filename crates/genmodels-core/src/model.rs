@@ -684,13 +684,17 @@ mod tests {
 
     #[test]
     fn dotted_overrides_reach_into_nested_objects_and_name_the_bad_part() {
-        let mut c = serde_json::json!({"sampler": {"steps": 50, "scheduler": "ddim"}, "unet": null});
+        let mut c =
+            serde_json::json!({"sampler": {"steps": 50, "scheduler": "ddim"}, "unet": null});
         apply_overrides(&mut c, &["sampler.steps=20".into()]).unwrap();
         assert_eq!(c["sampler"]["steps"], 20);
         let e = apply_overrides(&mut c, &["sampler.stepz=1".into()])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("sampler.stepz") && e.contains("scheduler, steps"), "{e}");
+        assert!(
+            e.contains("sampler.stepz") && e.contains("scheduler, steps"),
+            "{e}"
+        );
         let e = apply_overrides(&mut c, &["unet.x=1".into()])
             .unwrap_err()
             .to_string();

@@ -65,6 +65,9 @@ enum Cmd {
     Reconstruct(cmd::reconstruct::ReconstructArgs),
     /// Import a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json) as a run.
     ImportGpt2(cmd::import::ImportGpt2Args),
+    /// Import a diffusers UNet2DModel folder (or a pipeline folder with unet/ and scheduler/)
+    /// as a diffusion run.
+    ImportDiffusers(cmd::import::ImportDiffusersArgs),
     /// List the models this build knows, with their capabilities (--json for tools).
     List(cmd::list::ListArgs),
 }
@@ -121,6 +124,7 @@ fn main() {
         Cmd::Traverse(a) => cmd::traverse::traverse(a),
         Cmd::Reconstruct(a) => cmd::reconstruct::reconstruct(a),
         Cmd::ImportGpt2(a) => cmd::import::import_gpt2(a),
+        Cmd::ImportDiffusers(a) => cmd::import::import_diffusers(a),
         Cmd::List(a) => cmd::list::list(a),
     };
     if let Err(e) = res {

@@ -1216,3 +1216,60 @@ fn guidance_on_an_unconditional_diffusion_model_is_refused() {
         "needs a class-conditional model",
     );
 }
+
+#[test]
+fn a_diffusers_unet_folder_imports_as_a_run_that_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../genmodels-diffusion/tests/fixtures/unet_uncond_attn");
+    let run = tmp.path().join("imported");
+    let o = genmodels(&[
+        "import-diffusers",
+        fixture.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("3x8x8") && stdout.contains("`ddpm`"),
+        "{stdout}"
+    );
+    let out = tmp.path().join("s");
+    ok(&genmodels(&[
+        "sample",
+        run.to_str().unwrap(),
+        "-n",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--scheduler",
+        "euler",
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+    ]));
+    assert!(out.join("overview/grid.png").exists());
+    // a folder whose weights lack a tensor: one line naming it
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::copy(fixture.join("config.json"), broken.join("config.json")).unwrap();
+    let w =
+        tch::Tensor::read_safetensors(fixture.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let kept: Vec<(String, tch::Tensor)> = w
+        .into_iter()
+        .filter(|(k, _)| k != "conv_in.weight")
+        .collect();
+    tch::Tensor::write_safetensors(&kept, broken.join("diffusion_pytorch_model.safetensors"))
+        .unwrap();
+    fails_with(
+        &genmodels(&[
+            "import-diffusers",
+            broken.to_str().unwrap(),
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+        ]),
+        "conv_in.weight",
+    );
+}

@@ -418,6 +418,69 @@ impl ScheduledSampling for Ddpm {
     }
 }
 
+/// Makes a run folder from a diffusers folder: a `UNet2DModel` folder (`config.json` +
+/// `diffusion_pytorch_model.safetensors`) or a pipeline folder holding `unet/` and, optionally,
+/// `scheduler/scheduler_config.json` (else DDPM's defaults). A U-Net with a class table of
+/// `K + 1` entries becomes a `ddpm-cond` of `K` classes, the last entry taken as the null class
+/// (DiT's convention). Returns the model name and its config.
+pub fn import_diffusers_as_run(dir: &Path, out: &Path) -> Result<(&'static str, DdpmConfig)> {
+    use genmodels_core::checkpoint::TrainState;
+    let unet_dir = if dir.join("unet").join(crate::unet::CONFIG_FILE).is_file() {
+        dir.join("unet")
+    } else {
+        dir.to_path_buf()
+    };
+    let (unet, vs) = UNet2D::from_diffusers_folder(&unet_dir, Device::Cpu)?;
+    let u = unet.config().clone();
+    let side = match u.sample_size {
+        Some(crate::unet::SampleSize::Square(s)) => s,
+        Some(crate::unet::SampleSize::Rect([h, w])) if h == w => h,
+        other => {
+            return Err(Error::bad_data(
+                unet_dir.join(crate::unet::CONFIG_FILE),
+                format!(
+                "sample_size {other:?}: expected one square side (the model samples square images)"
+            ),
+            ))
+        }
+    };
+    let sched_file = dir.join("scheduler").join("scheduler_config.json");
+    let scheduler = if sched_file.is_file() {
+        SchedulerConfig::from_json_file(&sched_file)?
+    } else {
+        SchedulerConfig::default()
+    };
+    let num_classes = match u.num_class_embeds {
+        Some(k) if k >= 2 => Some(k - 1),
+        Some(k) => {
+            return Err(Error::bad_data(
+                unet_dir.join(crate::unet::CONFIG_FILE),
+                format!("num_class_embeds {k}: expected at least 2 (classes and the null class)"),
+            ))
+        }
+        None => None,
+    };
+    let name = if num_classes.is_some() {
+        ddpm_cond_entry().name
+    } else {
+        ddpm_entry().name
+    };
+    let cfg = DdpmConfig {
+        channels: u.in_channels,
+        image_size: side,
+        num_classes,
+        unet: Some(u),
+        scheduler,
+        ..Default::default()
+    };
+    cfg.validate(name)?;
+    let mut ck = Checkpoint::new(name, serde_json::to_value(&cfg)?, TrainState::default());
+    ck.add_var_store("model/unet", &vs);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    ck.save(&genmodels_core::run::RunLayout::new(out).checkpoint())?;
+    Ok((name, cfg))
+}
+
 fn default_for(info: &DataInfo, name: &str, conditional: bool) -> Result<serde_json::Value> {
     let (c, h) = genmodels_core::model::square_image(name, info)?;
     let num_classes = if conditional {

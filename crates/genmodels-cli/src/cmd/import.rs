@@ -31,3 +31,30 @@ pub fn import_gpt2(a: ImportGpt2Args) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub struct ImportDiffusersArgs {
+    /// A diffusers `UNet2DModel` folder (config.json, diffusion_pytorch_model.safetensors) or a
+    /// pipeline folder with `unet/` and `scheduler/`.
+    dir: PathBuf,
+    /// Run folder to create.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn import_diffusers(a: ImportDiffusersArgs) -> Result<()> {
+    let (name, cfg) = genmodels_diffusion::ddpm::import_diffusers_as_run(&a.dir, &a.out)?;
+    println!(
+        "imported a diffusers UNet2DModel ({}x{}x{}{}; {} training timesteps, {} prediction) as a `{name}` run into {}",
+        cfg.channels,
+        cfg.image_size,
+        cfg.image_size,
+        cfg.num_classes
+            .map(|k| format!(", {k} classes + null"))
+            .unwrap_or_default(),
+        cfg.scheduler.num_train_timesteps,
+        cfg.scheduler.prediction_type,
+        a.out.display()
+    );
+    Ok(())
+}

@@ -35,7 +35,7 @@ pub struct SampleArgs {
     no_ema: bool,
     #[command(flatten)]
     sampler: SamplerArgs,
-    /// Also write a denoising trajectory (x_t above predicted x_0, 8 frames) of 8 samples as
+    /// Also write a denoising trajectory (x_t above predicted x_0, about 8 frames) of 8 samples as
     /// overview/trajectory.png (diffusion models).
     #[arg(long)]
     trajectory: bool,

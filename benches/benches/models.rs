@@ -1,31 +1,35 @@
 //! Model step benchmarks, each beside the same model in PyTorch from Python measured in the
-//! same run (benches/python/models_bench.py, same thread count):
+//! same run (benches/python/models_bench.py as a worker, same thread count), with the reference
+//! first and then what a speed-minded PyTorch user adds (fused optimisers, `torch.compile`):
 //!
 //! - one DCGAN training step at batch 64 on 28x28 (D then G, Adam 2e-4 / 0.5) vs the PyTorch
-//!   DCGAN example's step on the same networks (the reference), and vs that step given the two
-//!   things ours does differently (Adam(fused=True), D frozen during the G update), to show
-//!   what is left once Python has them too;
+//!   DCGAN example's step on the same networks (the reference), vs that step given the two
+//!   things ours does differently (Adam(fused=True), D frozen during the G update), and vs that
+//!   through `torch.compile`;
 //! - one StyleGAN2 training step at batch 32 on 28x28 (the `stylegan2` entry with fmap 64 / 16,
 //!   as trained in docs/results.md; D then G with style mixing, a step without the lazy R1,
 //!   i.e. 15 of every 16) vs the same networks and step in PyTorch with D frozen during the G
 //!   update as both reference implementations do: with grouped modulated convolutions
-//!   (rosinality's; the reference), with StyleGAN2-ADA's unfused ones (ours), and unfused with
-//!   Adam(fused=True);
+//!   (rosinality's; the reference), with StyleGAN2-ADA's unfused ones (ours), unfused with
+//!   Adam(fused=True), and that through `torch.compile`;
 //! - one IWAE training step (k = 5, batch 100, the IWAE paper's MLPs, dynamic binarisation) vs
-//!   the same networks, bound and Adam in PyTorch;
+//!   the same networks, bound and Adam in PyTorch (eager; compiled with fused Adam);
 //! - one GPT training step in nanoGPT's CPU configuration (4 x 4 x 128, context 64, batch 12,
-//!   AdamW, clipping at 1.0) vs a nanoGPT-style model and loop;
+//!   AdamW, clipping at 1.0) vs a nanoGPT-style model and loop (eager; compiled with fused AdamW);
 //! - batch-1 generation of 200 tokens with the KV cache (4 x 4 x 128, context 256, sampling at
-//!   temperature 1) vs `transformers`' `generate` on the same GPT-2 shape.
+//!   temperature 1) vs `transformers`' `generate` on the same GPT-2 shape, vs a plain PyTorch
+//!   decoding loop with a preallocated KV cache on the same weights, and vs that loop with a
+//!   static cache through `torch.compile`.
 //!
-//! Each workload alternates between ours and Python for `rounds()` rounds (3; 2 with
-//! `GENMODELS_BENCH_QUICK`; `GENMODELS_BENCH_ROUNDS` to choose) and reports the medians, so both
-//! sides meet the same load on a shared machine.
+//! The diffusion workloads are in `benches/diffusion.rs`. Each comparison runs `rounds()` rounds
+//! (7; 3 with `GENMODELS_BENCH_QUICK`; `GENMODELS_BENCH_ROUNDS` to choose) of ours and every
+//! Python variant back to back and records the ratio of each round (genmodels_benches::compare);
+//! `GENMODELS_BENCH_ONLY=dcgan,gpt` picks workloads by name.
 //!
 //! `cargo bench -p genmodels-benches --bench models`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use genmodels_benches::{python, report, rounds, side_by_side};
+use genmodels_benches::{compare, finish, selected, with_python, Spec};
 use genmodels_core::data::Batch;
 use genmodels_core::model::Model;
 use genmodels_core::optim::StepCtx;
@@ -35,25 +39,42 @@ use genmodels_gan::stylegan::{StyleGan, StyleGanConfig};
 use genmodels_transformer::generate::{generate, GenerateConfig};
 use genmodels_transformer::gpt::{GptConfig, GptModel, MlpKind};
 use genmodels_vae::vae::{Objective, Vae, VaeConfig};
+use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 const VOCAB: i64 = 96;
+const SCRIPT: &str = "models_bench.py";
+
+/// Times ours against the Python variants of `what` (see the module documentation).
+fn versus(name: &str, what: &str, repeats: usize, targets: &[(&str, f64)], ours: impl FnMut()) {
+    let spec = Spec {
+        name,
+        what,
+        args: json!({}),
+        repeats,
+        targets,
+    };
+    with_python(SCRIPT, &[], |py| compare(py, &spec, ours));
+}
 
 fn dcgan_step(c: &mut Criterion) {
+    if !selected("dcgan_step") {
+        return;
+    }
     tch::manual_seed(0);
     let mut m = Dcgan::new(DcganConfig::default(), Device::Cpu).expect("dcgan");
     let x = Tensor::rand([64, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let batch = Batch { x, y: None };
     let ctx = StepCtx::default();
-    let (ours, theirs) = side_by_side(
-        rounds(),
+    versus(
+        "DCGAN training step, batch 64, 28x28",
+        "dcgan_step",
         10,
+        &[("pytorch dcgan step", 1.11)],
         || {
             m.train_step(&batch, &ctx).expect("step");
         },
-        || python("models_bench.py", "dcgan_step", 10, &[], &[]),
     );
-    report("DCGAN training step, batch 64, 28x28", ours, &theirs);
     let mut g = c.benchmark_group("dcgan");
     g.sample_size(10);
     g.bench_function("train_step_b64", |b| {
@@ -63,6 +84,9 @@ fn dcgan_step(c: &mut Criterion) {
 }
 
 fn stylegan2_step(c: &mut Criterion) {
+    if !selected("stylegan2_step") {
+        return;
+    }
     tch::manual_seed(0);
     let cfg = StyleGanConfig {
         fmap_max: 64,
@@ -77,18 +101,14 @@ fn stylegan2_step(c: &mut Criterion) {
         step: 1,
         ..Default::default()
     };
-    let (ours, theirs) = side_by_side(
-        rounds(),
+    versus(
+        "StyleGAN2 training step, batch 32, 28x28 (fmap 64/16, no R1 this step)",
+        "stylegan2_step",
         10,
+        &[("pytorch stylegan2 step", 1.11)],
         || {
             m.train_step(&batch, &ctx).expect("step");
         },
-        || python("models_bench.py", "stylegan2_step", 10, &[], &[]),
-    );
-    report(
-        "StyleGAN2 training step, batch 32, 28x28 (fmap 64/16, no R1 this step)",
-        ours,
-        &theirs,
     );
     let mut g = c.benchmark_group("stylegan2");
     g.sample_size(10);
@@ -99,6 +119,9 @@ fn stylegan2_step(c: &mut Criterion) {
 }
 
 fn gpt_step(c: &mut Criterion) {
+    if !selected("gpt_step") {
+        return;
+    }
     tch::manual_seed(0);
     let cfg = GptConfig {
         vocab_size: VOCAB,
@@ -112,18 +135,14 @@ fn gpt_step(c: &mut Criterion) {
         grad_clip: Some(1.0),
         ..Default::default()
     };
-    let (ours, theirs) = side_by_side(
-        rounds(),
+    versus(
+        "GPT training step, nanoGPT CPU config (4x4x128, block 64, batch 12)",
+        "gpt_step",
         20,
+        &[("pytorch nanoGPT step", 1.11)],
         || {
             m.train_step(&batch, &ctx).expect("step");
         },
-        || python("models_bench.py", "gpt_step", 20, &[], &[]),
-    );
-    report(
-        "GPT training step, nanoGPT CPU config (4x4x128, block 64, batch 12)",
-        ours,
-        &theirs,
     );
     let mut g = c.benchmark_group("gpt");
     g.sample_size(20);
@@ -134,6 +153,9 @@ fn gpt_step(c: &mut Criterion) {
 }
 
 fn gpt_generate(c: &mut Criterion) {
+    if !selected("gpt_generate") {
+        return;
+    }
     tch::manual_seed(0);
     let cfg = GptConfig {
         vocab_size: VOCAB,
@@ -154,13 +176,12 @@ fn gpt_generate(c: &mut Criterion) {
     let run = || {
         generate(&m.gpt, &prompt, &gen, |_, _| false).expect("generate");
     };
-    let (ours, theirs) = side_by_side(rounds(), 5, run, || {
-        python("models_bench.py", "gpt_generate", 5, &[], &[])
-    });
-    report(
+    versus(
         "GPT generation, batch 1, 200 new tokens with KV cache (4x4x128); time ratio = tokens/s ratio",
-        ours,
-        &theirs,
+        "gpt_generate",
+        5,
+        &[("transformers generate", 1.5)],
+        run,
     );
     let mut g = c.benchmark_group("gpt");
     g.sample_size(10);
@@ -169,6 +190,9 @@ fn gpt_generate(c: &mut Criterion) {
 }
 
 fn iwae_step(c: &mut Criterion) {
+    if !selected("iwae_step") {
+        return;
+    }
     tch::manual_seed(0);
     let cfg = VaeConfig {
         objective: Objective::Iwae,
@@ -180,18 +204,14 @@ fn iwae_step(c: &mut Criterion) {
     let x = Tensor::rand([100, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let batch = Batch { x, y: None };
     let ctx = StepCtx::default();
-    let (ours, theirs) = side_by_side(
-        rounds(),
+    versus(
+        "IWAE training step, k = 5, batch 100, MLP 784-200-200-50",
+        "iwae_step",
         20,
+        &[],
         || {
             m.train_step(&batch, &ctx).expect("step");
         },
-        || python("models_bench.py", "iwae_step", 20, &[], &[]),
-    );
-    report(
-        "IWAE training step, k = 5, batch 100, MLP 784-200-200-50",
-        ours,
-        &theirs,
     );
     let mut g = c.benchmark_group("iwae");
     g.sample_size(20);
@@ -201,12 +221,17 @@ fn iwae_step(c: &mut Criterion) {
     g.finish();
 }
 
+fn done(_: &mut Criterion) {
+    finish(SCRIPT);
+}
+
 criterion_group!(
     benches,
     dcgan_step,
     stylegan2_step,
     iwae_step,
     gpt_step,
-    gpt_generate
+    gpt_generate,
+    done
 );
 criterion_main!(benches);

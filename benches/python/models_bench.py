@@ -1,30 +1,25 @@
-"""Python counterparts of benches/benches/models.rs, timed the same way (median of repeats).
+"""Python counterparts of benches/benches/models.rs and diffusion.rs, run as a long-lived worker
+(bench_worker.py: `models_bench.py --serve THREADS`, one JSON request per line).
 
-usage: models_bench.py WHAT REPEATS THREADS   -> prints one JSON line {name: median_seconds}
-WHAT: dcgan_step | stylegan2_step | iwae_step | gpt_step | gpt_generate
+Workloads (each with the reference first, then what a speed-minded PyTorch user would add):
+dcgan_step | stylegan2_step | iwae_step | gpt_step | gpt_generate | unet_train_step | ddim_sample
 """
 
 import json
 import math
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench_worker import Workload, serve
+
 VOCAB = 96
 
 
-def median_time(fn, repeats):
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+def compiled(fn_or_module):
+    return torch.compile(fn_or_module)
 
 
 # --- DCGAN at 28x28, the networks of crates/genmodels-gan/src/dcgan.rs ----------------------
@@ -33,9 +28,10 @@ def set_trainable(net, on):
         p.requires_grad_(on)
 
 
-def dcgan(fast=False):
+def dcgan(fast=False, compile=False):
     """The PyTorch DCGAN example's step; `fast`: the same step with Adam(fused=True) and D's
-    parameters frozen during the G update (what genmodels does), for comparison."""
+    parameters frozen during the G update (what genmodels does), for comparison; `compile`:
+    G and D through torch.compile as well."""
     G = nn.Sequential(
         nn.ConvTranspose2d(100, 128, 7, 1, 0, bias=False), nn.BatchNorm2d(128), nn.ReLU(True),
         nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(True),
@@ -48,6 +44,9 @@ def dcgan(fast=False):
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fast or None)
     x = torch.rand(64, 1, 28, 28) * 2 - 1
     ones, zeros = torch.ones(64), torch.zeros(64)
+    Gm, Dm = G, D
+    if compile:
+        G, D = compiled(Gm), compiled(Dm)
 
     def step():
         z = torch.randn(64, 100, 1, 1)
@@ -58,13 +57,13 @@ def dcgan(fast=False):
         d_loss.backward()
         opt_d.step()
         if fast:
-            set_trainable(D, False)
+            set_trainable(Dm, False)
         opt_g.zero_grad(set_to_none=True)
         g_loss = F.binary_cross_entropy_with_logits(D(fake).view(-1), ones)
         g_loss.backward()
         opt_g.step()
         if fast:
-            set_trainable(D, True)
+            set_trainable(Dm, True)
         return d_loss.item(), g_loss.item()
     return step
 
@@ -76,7 +75,6 @@ def dcgan(fast=False):
 # the lazy-R1 rescaling of the D's lr and betas. The benchmarked step is one without R1 (15 of
 # every 16 steps).
 SQRT2 = math.sqrt(2.0)
-FUSED_MODCONV = True  # one grouped convolution per layer (rosinality's default; ADA at inference)
 
 
 def lrelu(x):
@@ -100,13 +98,14 @@ class ModConv(nn.Module):
         self.weight = nn.Parameter(torch.randn(o, i, k, k))
         self.affine = EqLinear(w_dim, i, 1.0, 1.0)
         self.demod, self.k = demod, k
+        self.fused = True  # one grouped convolution per layer (rosinality's default; ADA at inference)
 
     def forward(self, x, w):
         n, i, h, wd = x.shape
         o = self.weight.shape[0]
         s = self.affine(w)
         gain = 1.0 / math.sqrt(i * self.k * self.k)
-        if not FUSED_MODCONV:
+        if not self.fused:
             # StyleGAN2-ADA's training path (fused_modconv=False): scale the activations
             # before and after one convolution with the shared weight.
             wt = self.weight.unsqueeze(0) * gain * s.view(n, 1, i, 1, 1)
@@ -242,10 +241,18 @@ class SgDiscriminator(nn.Module):
         return eq_lin(h, self.out).squeeze(1)
 
 
-def stylegan2(batch=32, fused_adam=False):
+def stylegan2(batch=32, fused_modconv=True, fused_adam=False, compile=False):
     """D is frozen during the G update, as both reference implementations do (StyleGAN2-ADA's
-    `requires_grad_` per phase, rosinality's `requires_grad(discriminator, False)`)."""
+    `requires_grad_` per phase, rosinality's `requires_grad(discriminator, False)`).
+    `compile`: the mapping, the synthesis network and D through torch.compile."""
     G, D = SgGenerator(), SgDiscriminator()
+    for mod in G.modules():
+        if isinstance(mod, ModConv):
+            mod.fused = fused_modconv
+    Dm = D
+    map_fn, synth = G.map, G.synthesis
+    if compile:
+        map_fn, synth, D = compiled(G.map), compiled(G.synthesis), compiled(Dm)
     c = 16 / 17
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99), fused=fused_adam or None)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-3 * c, betas=(0.0 ** c, 0.99 ** c),
@@ -254,30 +261,30 @@ def stylegan2(batch=32, fused_adam=False):
     real = F.pad(x + 1.0, (2, 2, 2, 2)) - 1.0
 
     def styles(n):
-        ws = G.map(torch.randn(n, 128)).unsqueeze(1).repeat(1, G.num_ws, 1)
+        ws = map_fn(torch.randn(n, 128)).unsqueeze(1).repeat(1, G.num_ws, 1)
         if torch.rand(()).item() < 0.9:
             cut = 1 + int(torch.rand(()).item() * (G.num_ws - 1))
-            other = G.map(torch.randn(n, 128)).unsqueeze(1).repeat(1, G.num_ws, 1)
+            other = map_fn(torch.randn(n, 128)).unsqueeze(1).repeat(1, G.num_ws, 1)
             layer = torch.arange(G.num_ws).view(1, -1, 1)
             ws = torch.where(layer < cut, ws, other)
         return ws
 
     def step():
         with torch.no_grad():
-            fake = G.synthesis(styles(batch))
+            fake = synth(styles(batch))
         d_real, d_fake = D(real), D(fake)
         d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
-        set_trainable(D, False)
-        g_loss = F.softplus(-D(G.synthesis(styles(batch)))).mean()
+        set_trainable(Dm, False)
+        g_loss = F.softplus(-D(synth(styles(batch)))).mean()
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-        set_trainable(D, True)
+        set_trainable(Dm, True)
         with torch.no_grad():
-            w = G.map(torch.randn(batch, 128)).mean(0)
+            w = map_fn(torch.randn(batch, 128)).mean(0)
             G.w_avg.copy_(G.w_avg + (w - G.w_avg) * (1.0 - 0.995))
         return d_loss.item(), g_loss.item()
     return step
@@ -287,12 +294,36 @@ def stylegan2(batch=32, fused_adam=False):
 LN2PI = math.log(2 * math.pi)
 
 
-def iwae_step(k=5, batch=100):
+def iwae_step(k=5, batch=100, fast=False):
+    """`fast`: Adam(fused=True) and the bound's forward pass through torch.compile."""
     mlp = lambda i, o: nn.Sequential(nn.Linear(i, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(),
                                      nn.Linear(200, o))
     enc, dec = mlp(784, 100), mlp(50, 784)
-    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3, eps=1e-4)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3, eps=1e-4,
+                           fused=fast or None)
     intensities = torch.rand(batch, 784)
+
+    def loss_of(x):
+        mu, logvar = enc(x).chunk(2, 1)
+        eps = torch.randn(k, batch, 50)
+        z = mu + (0.5 * logvar).exp() * eps
+        log_q = (-0.5 * (eps.square() + logvar + LN2PI)).sum(-1)
+        log_prior = (-0.5 * (z.square() + LN2PI)).sum(-1)
+        log_px = -F.binary_cross_entropy_with_logits(
+            dec(z), x.expand(k, -1, -1), reduction="none").sum(-1)
+        bound = torch.logsumexp(log_px + log_prior - log_q, 0) - math.log(k)
+        return -bound.mean()
+
+    if fast:
+        loss_fn = compiled(loss_of)
+
+        def step():
+            loss = loss_fn(torch.bernoulli(intensities))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss.item()
+        return step
 
     def step():
         x = torch.bernoulli(intensities)  # dynamic binarisation
@@ -347,64 +378,224 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def gpt_step():
+def gpt_step(fast=False):
+    """nanoGPT's loop; `fast`: AdamW(fused=True) and the model through torch.compile (what
+    nanoGPT's train.py does by default, with `fused` where available)."""
     m = GPT()
     decay = [p for p in m.parameters() if p.dim() >= 2]
     no_decay = [p for p in m.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99),
+                            fused=fast or None)
+    fwd = compiled(m) if fast else m
     x = torch.randint(0, VOCAB, (12, 64))
     y = torch.randint(0, VOCAB, (12, 64))
 
     def step():
-        loss = m(x, y)
+        loss = fwd(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=fast or None)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.item()
     return step
 
 
-def gpt_generate():
+GEN_TOKENS, GEN_CONTEXT = 200, 256
+
+
+def hf_gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=256, n_embd=128, n_layer=4, n_head=4,
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=GEN_CONTEXT, n_embd=128, n_layer=4, n_head=4,
                      bos_token_id=None, eos_token_id=None)
-    m = GPT2LMHeadModel(cfg).eval()
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def gpt_generate(m):
+    """`transformers`' generate: sampling at temperature 1, no top-k, exactly 200 new tokens."""
     prompt = torch.tensor([[1]])
 
     def run():
         with torch.no_grad():
             out = m.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
-                             top_k=0, max_new_tokens=200, min_new_tokens=200, pad_token_id=0)
-        assert out.shape[1] == 201
+                             top_k=0, max_new_tokens=GEN_TOKENS, min_new_tokens=GEN_TOKENS,
+                             pad_token_id=0)
+        assert out.shape[1] == GEN_TOKENS + 1
     return run
 
 
-def main():
-    what, repeats, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    global FUSED_MODCONV
-    if what == "dcgan_step":
-        out = {"pytorch dcgan step": median_time(dcgan(), repeats),
-               "same, Adam(fused=True) + D frozen in the G step": median_time(dcgan(True), repeats)}
-    elif what == "stylegan2_step":
-        out = {"pytorch stylegan2 step": median_time(stylegan2(), repeats)}
-        FUSED_MODCONV = False
-        out["same, ADA's unfused modulated conv"] = median_time(stylegan2(), repeats)
-        out["same, unfused modconv + Adam(fused=True)"] = median_time(stylegan2(fused_adam=True), repeats)
-        FUSED_MODCONV = True
-    elif what == "iwae_step":
-        out = {"pytorch iwae step": median_time(iwae_step(), repeats)}
-    elif what == "gpt_step":
-        out = {"pytorch nanoGPT step": median_time(gpt_step(), repeats)}
-    elif what == "gpt_generate":
-        out = {"transformers generate": median_time(gpt_generate(), repeats)}
-    else:
-        raise SystemExit(f"unknown benchmark {what}")
-    print(json.dumps(out))
+class CachedGPT2(nn.Module):
+    """The same GPT-2 (its weights copied from the `transformers` model) as a plain PyTorch
+    decoder with a preallocated KV cache: what a speed-minded PyTorch user writes instead of
+    `generate`. `step(tok, pos)` runs one token at position `pos` and returns its logits.
+    With `static`, attention always spans the whole cache under a position mask (fixed shapes,
+    so that torch.compile traces it once); otherwise it spans the filled part only."""
+
+    def __init__(self, hf, static=False):
+        super().__init__()
+        t = hf.transformer
+        self.c = hf.config.n_embd
+        self.h = hf.config.n_head
+        self.static = static
+        self.wte, self.wpe, self.ln_f = t.wte, t.wpe, t.ln_f
+        self.blocks = []
+        for b in t.h:
+            lin = lambda conv: (conv.weight.t().contiguous(), conv.bias)  # Conv1D: [in, out]
+            self.blocks.append(dict(ln_1=b.ln_1, ln_2=b.ln_2, attn=lin(b.attn.c_attn),
+                                    proj=lin(b.attn.c_proj), fc=lin(b.mlp.c_fc),
+                                    mproj=lin(b.mlp.c_proj)))
+        d = self.c // self.h
+        self.k = [torch.zeros(1, self.h, GEN_CONTEXT, d) for _ in self.blocks]
+        self.v = [torch.zeros(1, self.h, GEN_CONTEXT, d) for _ in self.blocks]
+        self.slots = torch.arange(GEN_CONTEXT)
+
+    def step(self, tok, pos):
+        """`tok` [1, 1]; `pos`: an int (dynamic) or a [1] long tensor (static)."""
+        C, H = self.c, self.h
+        p = pos if self.static else torch.tensor([pos])
+        x = self.wte(tok) + self.wpe(p)
+        mask = (self.slots <= pos).view(1, 1, 1, -1) if self.static else None
+        for i, b in enumerate(self.blocks):
+            q, k, v = F.linear(b["ln_1"](x), *b["attn"]).split(C, dim=2)
+            q, k, v = (t.view(1, 1, H, C // H).transpose(1, 2) for t in (q, k, v))
+            if self.static:
+                self.k[i].index_copy_(2, pos, k)
+                self.v[i].index_copy_(2, pos, v)
+                y = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=mask)
+            else:
+                self.k[i][:, :, pos] = k[:, :, 0]
+                self.v[i][:, :, pos] = v[:, :, 0]
+                y = F.scaled_dot_product_attention(
+                    q, self.k[i][:, :, : pos + 1], self.v[i][:, :, : pos + 1])
+            x = x + F.linear(y.transpose(1, 2).reshape(1, 1, C), *b["proj"])
+            h = F.gelu(F.linear(b["ln_2"](x), *b["fc"]), approximate="tanh")
+            x = x + F.linear(h, *b["mproj"])
+        return F.linear(self.ln_f(x), self.wte.weight)[:, -1]
+
+
+def plain_generate(hf, compile=False):
+    """200 tokens by the plain loop: one cached step per token, softmax + multinomial."""
+    m = CachedGPT2(hf, static=compile)
+    step = compiled(m.step) if compile else m.step
+    with torch.no_grad():  # the plain decoder is the transformers model, step by step
+        ids = torch.randint(0, VOCAB, (1, 12))
+        ref = hf(ids).logits[0]
+        for i in range(ids.shape[1]):
+            pos = torch.tensor([i]) if compile else i
+            got = m.step(ids[:, i : i + 1], pos)[0]
+            assert torch.allclose(got, ref[i], atol=1e-4), "plain decoder differs from transformers"
+
+    def run():
+        with torch.no_grad():
+            tok = torch.tensor([[1]])
+            out = []
+            for i in range(GEN_TOKENS):
+                logits = step(tok, torch.tensor([i]) if compile else i)
+                tok = torch.multinomial(torch.softmax(logits, -1), 1)
+                out.append(tok)
+        assert len(out) == GEN_TOKENS
+    return run
+
+
+# --- diffusers' UNet2DModel, the config our UNet2D writes (crates/genmodels-diffusion) --------
+def diffusers_unet(args):
+    from diffusers import UNet2DModel
+    with open(args["config"]) as f:
+        cfg = json.load(f)
+    return UNet2DModel.from_config(cfg)
+
+
+def unet_train_step(args, fused_adam=False, compile=False):
+    """DDPM's training step (Ho et al. 2020, Algorithm 1; the simple epsilon loss) with Adam 2e-4:
+    t uniform in [0, 1000), x_t by DDPMScheduler.add_noise, dropout on."""
+    from diffusers import DDPMScheduler
+    m = diffusers_unet(args).train()
+    sched = DDPMScheduler()
+    opt = torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.9, 0.999), fused=fused_adam or None)
+    net = compiled(m) if compile else m
+    b, c, side = args["batch"], m.config.in_channels, args["side"]
+    x0 = torch.rand(b, c, side, side) * 2 - 1
+
+    def step():
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,))
+        noise = torch.randn_like(x0)
+        xt = sched.add_noise(x0, noise, t)
+        loss = F.mse_loss(net(xt, t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def ddim_sample(args, compile=False):
+    """DDIM with 50 steps (eta 0) from DDIMScheduler's defaults (= our SchedulerConfig default):
+    the loop of diffusers' DDIMPipeline, under no_grad."""
+    from diffusers import DDIMScheduler
+    m = diffusers_unet(args).eval()
+    sched = DDIMScheduler()
+    sched.set_timesteps(args["steps"])
+    net = compiled(m) if compile else m
+    b, c, side = args["batch"], m.config.in_channels, args["side"]
+
+    def run():
+        with torch.no_grad():
+            x = torch.randn(b, c, side, side)
+            for t in sched.timesteps:
+                x = sched.step(net(x, t).sample, t, x).prev_sample
+        return x
+    return run
+
+
+def workloads():
+    def unet_params(args):
+        return sum(p.numel() for p in diffusers_unet(args).parameters())
+
+    def with_params(w, args):
+        w.extra = {"params": unet_params(args)}
+        return w
+
+    return {
+        "dcgan_step": lambda a: Workload([
+            ("pytorch dcgan step", lambda: dcgan(), False),
+            ("same, Adam(fused=True) + D frozen in the G step", lambda: dcgan(True), False),
+            ("same, fused Adam + D frozen + torch.compile", lambda: dcgan(True, True), True),
+        ], flops_of="same, Adam(fused=True) + D frozen in the G step"),
+        "stylegan2_step": lambda a: Workload([
+            ("pytorch stylegan2 step", lambda: stylegan2(), False),
+            ("same, ADA's unfused modulated conv", lambda: stylegan2(fused_modconv=False), False),
+            ("same, unfused modconv + Adam(fused=True)",
+             lambda: stylegan2(fused_modconv=False, fused_adam=True), False),
+            ("same, unfused + fused Adam + torch.compile",
+             lambda: stylegan2(fused_modconv=False, fused_adam=True, compile=True), True),
+        ], flops_of="same, ADA's unfused modulated conv"),
+        "iwae_step": lambda a: Workload([
+            ("pytorch iwae step", lambda: iwae_step(), False),
+            ("same, Adam(fused=True) + torch.compile", lambda: iwae_step(fast=True), True),
+        ], flops_of="pytorch iwae step"),
+        "gpt_step": lambda a: Workload([
+            ("pytorch nanoGPT step", lambda: gpt_step(), False),
+            ("same, AdamW(fused=True) + torch.compile", lambda: gpt_step(fast=True), True),
+        ], flops_of="pytorch nanoGPT step"),
+        "gpt_generate": lambda a: (lambda hf: Workload([
+            ("transformers generate", lambda: gpt_generate(hf), False),
+            ("plain PyTorch loop with a KV cache", lambda: plain_generate(hf), False),
+            ("plain loop, static cache + torch.compile", lambda: plain_generate(hf, True), True),
+        ], flops_of="plain PyTorch loop with a KV cache"))(hf_gpt2()),
+        "unet_train_step": lambda a: with_params(Workload([
+            ("diffusers UNet2DModel step, eager", lambda: unet_train_step(a), False),
+            ("same, Adam(fused=True)", lambda: unet_train_step(a, fused_adam=True), False),
+            ("same, fused Adam + torch.compile",
+             lambda: unet_train_step(a, fused_adam=True, compile=True), True),
+        ], flops_of="diffusers UNet2DModel step, eager"), a),
+        "ddim_sample": lambda a: with_params(Workload([
+            ("diffusers DDIMScheduler loop, eager", lambda: ddim_sample(a), False),
+            ("same, UNet through torch.compile", lambda: ddim_sample(a, True), True),
+        ], flops_of="diffusers DDIMScheduler loop, eager"), a),
+    }
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) < 3 or sys.argv[1] != "--serve":
+        raise SystemExit(__doc__)
+    serve(workloads())

@@ -87,15 +87,17 @@ enum Cmd {
         resize: String,
     },
     /// Run the criterion benches with their PyTorch counterparts (same machine, same threads,
-    /// same invocation) and write a table of medians and ratios to target/bench/summary.md.
+    /// same invocation, round by round) and write target/bench/summary.md: per-round ratios
+    /// (median, IQR, range), targets judged on the lower quartile, FLOPs against the GEMM peak.
     Bench {
-        /// Shorter measurement and smaller k-NN sizes (about 10 minutes on 2 cores).
+        /// 3 rounds instead of 7, shorter criterion timing, smaller k-NN sizes.
         #[arg(long)]
         quick: bool,
-        /// CPU threads for both sides (default: libtorch's choice).
+        /// CPU threads for both sides (OMP_NUM_THREADS and MKL_NUM_THREADS; default:
+        /// libtorch's choice, which Python is given too).
         #[arg(long)]
         threads: Option<usize>,
-        /// Only these bench targets (models, metrics); default both.
+        /// Only these bench targets (models, diffusion, metrics); default all three.
         #[arg(long)]
         only: Vec<String>,
     },
@@ -369,54 +371,390 @@ fn metrics_only(
     run(&mut c)
 }
 
-/// One side-by-side line of a bench's output.
-#[derive(Debug, PartialEq)]
+/// One comparison of a bench's output (`@@row {json}`): a workload against one Python variant,
+/// with the times of every round on both sides.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 struct BenchRow {
     workload: String,
-    ours: f64,
     reference: String,
-    theirs: f64,
+    #[serde(default)]
+    repeats: usize,
+    /// Our median time per round (s).
+    ours_s: Vec<f64>,
+    /// The reference's median time per round (s).
+    ref_s: Vec<Option<f64>>,
+    /// Python / ours, per round.
+    ratios: Vec<f64>,
+    /// The least ratio wanted, if the workload has a target against this reference.
+    target: Option<f64>,
+    /// FLOPs of one call (counted on the Python variant doing our work).
+    flops: Option<f64>,
+    flops_of: Option<String>,
 }
 
-/// Parses the `== NAME: ours T s (median)` / `   REF: T s  ->  ...` lines the benches print.
-fn parse_bench(out: &str) -> Vec<BenchRow> {
-    let mut rows = Vec::new();
-    let mut current: Option<(String, f64)> = None;
-    let secs = |s: &str| s.trim().trim_end_matches('s').trim().parse::<f64>().ok();
+/// What `cargo xtask bench` collects from the bench binaries' output.
+#[derive(Debug, Default)]
+struct BenchOutput {
+    rows: Vec<BenchRow>,
+    /// `@@conditions` objects, in order.
+    conditions: Vec<serde_json::Value>,
+    /// fp32 GEMM rates (`@@peak`), GFLOP/s.
+    peaks: Vec<f64>,
+}
+
+/// The `q`-quantile by linear interpolation between order statistics (numpy's default).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    let h = (s.len() - 1) as f64 * q;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    s[lo] + (h - lo as f64) * (s[hi] - s[lo])
+}
+
+impl BenchRow {
+    fn ratio(&self, q: f64) -> f64 {
+        quantile(&self.ratios, q)
+    }
+    fn ours(&self) -> f64 {
+        quantile(&self.ours_s, 0.5)
+    }
+    fn theirs(&self) -> f64 {
+        quantile(
+            &self.ref_s.iter().flatten().copied().collect::<Vec<_>>(),
+            0.5,
+        )
+    }
+    /// A target counts as met only when the lower quartile of the round ratios clears it.
+    fn met(&self) -> Option<bool> {
+        self.target.map(|t| self.ratio(0.25) >= t)
+    }
+}
+
+/// Parses the `@@row`, `@@conditions` and `@@peak` lines the benches print (everything else is
+/// for people).
+fn parse_bench(out: &str) -> BenchOutput {
+    let mut b = BenchOutput::default();
     for line in out.lines() {
-        if let Some(rest) = line.strip_prefix("== ") {
-            current = rest.rsplit_once(": ours ").and_then(|(name, t)| {
-                secs(t.trim_end_matches("(median)")).map(|v| (name.to_string(), v))
-            });
-        } else if let (Some((name, ours)), Some(rest)) = (&current, line.strip_prefix("   ")) {
-            let Some((reference, t)) = rest.split_once(": ") else {
-                continue;
-            };
-            let t = t.split("->").next().unwrap_or("");
-            if let Some(theirs) = secs(t) {
-                rows.push(BenchRow {
-                    workload: name.clone(),
-                    ours: *ours,
-                    reference: reference.to_string(),
-                    theirs,
-                });
+        if let Some(j) = line.strip_prefix("@@row ") {
+            match serde_json::from_str(j) {
+                Ok(r) => b.rows.push(r),
+                Err(e) => eprintln!("xtask bench: unreadable result line ({e}): {j}"),
+            }
+        } else if let Some(j) = line.strip_prefix("@@conditions ") {
+            if let Ok(v) = serde_json::from_str(j) {
+                b.conditions.push(v);
+            }
+        } else if let Some(j) = line.strip_prefix("@@peak ") {
+            if let Some(g) = serde_json::from_str::<serde_json::Value>(j)
+                .ok()
+                .and_then(|v| v["gflops"].as_f64())
+            {
+                b.peaks.push(g);
             }
         }
     }
-    rows
+    b
 }
+
+/// 1-minute load average (`/proc/loadavg`).
+fn load_now() -> Option<[f64; 3]> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let v: Vec<f64> = s
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v.len() == 3).then(|| [v[0], v[1], v[2]])
+}
+
+/// Above this 1-minute load average the machine does not count as idle.
+const IDLE_LOAD: f64 = 0.5;
+
+fn fmt_ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}x")
+    } else {
+        "-".into()
+    }
+}
+
+/// GFLOP/s with three significant digits or so.
+fn fmt_rate(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// A share of the peak in per cent (one decimal below 10 %).
+fn fmt_share(x: f64) -> String {
+    if 100.0 * x >= 10.0 {
+        format!("{:.0} %", 100.0 * x)
+    } else {
+        format!("{:.1} %", 100.0 * x)
+    }
+}
+
+fn fmt_secs(x: f64) -> String {
+    if !x.is_finite() {
+        "-".into()
+    } else if x >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// The summary markdown: the conditions, the full table (every Python variant) and the short
+/// one (per workload: the reference, the strongest Python baseline and the physical limit).
+fn bench_summary(
+    b: &BenchOutput,
+    command: &str,
+    wall_s: f64,
+    load_before: Option<[f64; 3]>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut md = String::from("# Benchmarks: ours against Python in the same run\n\n");
+    let rounds = b.rows.iter().map(|r| r.ratios.len()).max().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "`{command}`, {wall_s:.0} s in all, {rounds} rounds per comparison.\n"
+    );
+    // conditions
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "unset".into(),
+        v => v.to_string(),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    md += "Conditions (both sides, as each reported them):\n\n";
+    for c in b.conditions.iter().filter(|c| c.get("ours").is_some()) {
+        let (o, p) = (&c["ours"], &c["python"]);
+        let python = if p.is_object() {
+            format!(
+                "torch {}, diffusers {}, transformers {}, {} intra-op / {} inter-op threads, OMP_NUM_THREADS={}, MKL_NUM_THREADS={}, OMP_WAIT_POLICY={}, parallel backend {}",
+                s(&p["torch"]), s(&p["diffusers"]), s(&p["transformers"]), s(&p["intra_op_threads"]),
+                s(&p["inter_op_threads"]), s(&p["OMP_NUM_THREADS"]), s(&p["MKL_NUM_THREADS"]),
+                s(&p["OMP_WAIT_POLICY"]), s(&p["parallel_backend"]),
+            )
+        } else {
+            "the worker did not start".into()
+        };
+        let line = format!(
+            "- {}: ours: libtorch {} ({}), {} intra-op / {} inter-op threads, OMP_NUM_THREADS={}, MKL_NUM_THREADS={}, OMP_WAIT_POLICY={}, {} CPUs; Python: {python}",
+            s(&c["bench"]), s(&o["libtorch"]), s(&o["libtorch_path"]), s(&o["intra_op_threads"]),
+            s(&o["inter_op_threads"]), s(&o["OMP_NUM_THREADS"]), s(&o["MKL_NUM_THREADS"]),
+            s(&o["OMP_WAIT_POLICY"]), s(&o["cpus"]),
+        );
+        if seen.insert(line.clone()) {
+            md += &line;
+            md.push('\n');
+        }
+        if p.is_object() && o["intra_op_threads"] != p["intra_op_threads"] {
+            md += "- **warning: the two sides ran on different thread counts**\n";
+        }
+    }
+    let loads: Vec<String> = b
+        .conditions
+        .iter()
+        .filter_map(|c| {
+            let (k, v) = if c.get("ours").is_some() {
+                ("start", &c["ours"]["load_average"])
+            } else {
+                ("end", &c["load_average_after"])
+            };
+            v.as_array().map(|a| {
+                format!(
+                    "{} {k}: {}",
+                    s(&c["bench"]),
+                    a.iter().map(s).collect::<Vec<_>>().join(" ")
+                )
+            })
+        })
+        .collect();
+    let before = load_before
+        .map(|l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]))
+        .unwrap_or_else(|| "?".into());
+    let _ = writeln!(
+        md,
+        "- load average (1, 5, 15 min) before the run: {before}; {}",
+        loads.join("; ")
+    );
+    if load_before.is_some_and(|l| l[0] > IDLE_LOAD) {
+        let _ = writeln!(
+            md,
+            "- **warning: the machine was not idle before the run (1-minute load {:.2} > {IDLE_LOAD})**: times carry the other work's noise",
+            load_before.map(|l| l[0]).unwrap_or(0.0)
+        );
+    }
+    let peak = b.peaks.iter().copied().fold(f64::NAN, f64::max);
+    if peak.is_finite() {
+        let _ = writeln!(
+            md,
+            "- fp32 GEMM peak: **{peak:.1} GFLOP/s** (2048x2048 sgemm through libtorch, best of 10, the highest of {} measurements at the start and end of each bench binary)",
+            b.peaks.len()
+        );
+    }
+    md += "\nEach round times ours (median of the calls shown) and every Python variant (the same \
+           number of calls each) back to back, alternating which side goes first; ratio = Python \
+           time / our time of the same round (above 1: ours is faster). The table gives the median \
+           ratio over the rounds, its interquartile range and its range. **A target counts as met \
+           only when the lower quartile (q1) of the round ratios clears it.** FLOPs per call are \
+           counted by `torch.utils.flop_counter` (convolutions, linear layers, matrix products, \
+           attention; forward and backward as dispatched) on the Python variant that does our \
+           work (named in the notes); GFLOP/s = FLOPs / median time, and % of the GEMM peak above.\n\n";
+    md += "| workload | Python variant | calls | ours (s) | Python (s) | ratio (median) | IQR | min-max | target | met (q1 >= target) |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in &b.rows {
+        let verdict = match r.met() {
+            Some(true) => "**met**",
+            Some(false) => "not met",
+            None => "-",
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {}-{} | {}-{} | {} | {verdict} |",
+            r.workload,
+            r.reference,
+            r.repeats,
+            fmt_secs(r.ours()),
+            fmt_secs(r.theirs()),
+            fmt_ratio(r.ratio(0.5)),
+            fmt_ratio(r.ratio(0.25)),
+            fmt_ratio(r.ratio(0.75)),
+            fmt_ratio(r.ratio(0.0)),
+            fmt_ratio(r.ratio(1.0)),
+            r.target
+                .map(|t| format!(">= {t}x"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    // the short table: reference, strongest Python, physical limit
+    md += "\nPer workload: against the reference (the first variant), against the strongest Python \
+           baseline (the variant with the lowest median ratio), and the physical limit (our \
+           achieved GFLOP/s against this machine's fp32 GEMM peak).\n\n\
+           | workload | vs reference | vs strongest Python (which) | GFLOP per call | ours GFLOP/s | ours % of peak | strongest Python GFLOP/s (% of peak) |\n|---|---|---|---|---|---|---|\n";
+    let mut workloads: Vec<&str> = Vec::new();
+    for r in &b.rows {
+        if !workloads.contains(&r.workload.as_str()) {
+            workloads.push(&r.workload);
+        }
+    }
+    let mut notes = Vec::new();
+    for w in workloads {
+        let rows: Vec<&BenchRow> = b.rows.iter().filter(|r| r.workload == w).collect();
+        let first = rows[0];
+        // the strongest baseline: the lowest median round ratio (the rounds' own comparison)
+        let best = rows
+            .iter()
+            .filter(|r| r.ratio(0.5).is_finite())
+            .min_by(|a, b| a.ratio(0.5).total_cmp(&b.ratio(0.5)))
+            .copied()
+            .unwrap_or(first);
+        let ratio = |r: &BenchRow| {
+            format!(
+                "{} (IQR {}-{}){}",
+                fmt_ratio(r.ratio(0.5)),
+                fmt_ratio(r.ratio(0.25)),
+                fmt_ratio(r.ratio(0.75)),
+                match r.met() {
+                    Some(true) => format!(", target {}x met", r.target.unwrap_or(0.0)),
+                    Some(false) => format!(", target {}x not met", r.target.unwrap_or(0.0)),
+                    None => String::new(),
+                }
+            )
+        };
+        let (gf, ours_gf, share, theirs_gf) = match first.flops {
+            Some(f) => {
+                let g = f / first.ours() / 1e9;
+                let t = f / best.theirs() / 1e9; // the same work in the strongest variant's time
+                if let Some(of) = &first.flops_of {
+                    notes.push(format!("{w}: FLOPs counted on \"{of}\""));
+                }
+                (
+                    format!("{:.3}", f / 1e9),
+                    fmt_rate(g),
+                    if peak.is_finite() {
+                        fmt_share(g / peak)
+                    } else {
+                        "-".into()
+                    },
+                    if peak.is_finite() {
+                        format!("{} ({})", fmt_rate(t), fmt_share(t / peak))
+                    } else {
+                        fmt_rate(t)
+                    },
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            md,
+            "| {w} | {} | {} ({}) | {gf} | {ours_gf} | {share} | {theirs_gf} |",
+            ratio(first),
+            ratio(best),
+            best.reference
+        );
+    }
+    if !notes.is_empty() {
+        md += "\n";
+        for n in notes {
+            let _ = writeln!(md, "- {n}");
+        }
+    }
+    md
+}
+
+/// Runs one bench target with cargo, printing its lines for people as they come, and returns
+/// its whole stdout.
+fn run_bench_target(c: &mut Command) -> Result<String> {
+    use std::io::BufRead;
+    let shown = format!("{c:?}");
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {shown}"))?;
+    let mut all = String::new();
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            if !line.starts_with("@@") && (line.starts_with("== ") || line.starts_with("   ")) {
+                println!("{line}");
+            }
+            all += &line;
+            all.push('\n');
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("command failed ({status}): {shown}");
+    }
+    Ok(all)
+}
+
+const BENCH_TARGETS: [&str; 3] = ["models", "diffusion", "metrics"];
 
 fn bench(quick: bool, threads: Option<usize>, only: &[String]) -> Result<()> {
     setup(false)?;
-    let targets: Vec<&str> = ["models", "metrics"]
+    if let Some(bad) = only.iter().find(|o| !BENCH_TARGETS.contains(&o.as_str())) {
+        bail!("--only {bad}: expected one of {}", BENCH_TARGETS.join(", "));
+    }
+    let targets: Vec<&str> = BENCH_TARGETS
         .into_iter()
         .filter(|t| only.is_empty() || only.iter().any(|o| o == t))
         .collect();
-    if targets.is_empty() {
-        bail!("--only takes models and/or metrics");
+    let load_before = load_now();
+    if let Some(l) = load_before.filter(|l| l[0] > IDLE_LOAD) {
+        println!(
+            "xtask bench: warning: the machine is not idle (load average {:.2} {:.2} {:.2}); ratios will carry the other work's noise",
+            l[0], l[1], l[2]
+        );
     }
     let t0 = std::time::Instant::now();
-    let mut rows = Vec::new();
+    let mut all = BenchOutput::default();
     for t in &targets {
         println!("xtask bench: {t} (ours and Python in the same run)");
         let mut c = cargo();
@@ -429,39 +767,31 @@ fn bench(quick: bool, threads: Option<usize>, only: &[String]) -> Result<()> {
         }
         if let Some(n) = threads {
             c.env("OMP_NUM_THREADS", n.to_string());
+            c.env("MKL_NUM_THREADS", n.to_string());
         }
-        let out = output(&mut c)?;
-        for line in out
-            .lines()
-            .filter(|l| l.starts_with("== ") || (l.starts_with("   ") && l.contains("->")))
-        {
-            println!("{line}");
-        }
-        rows.extend(parse_bench(&out));
+        let out = run_bench_target(&mut c)?;
+        let b = parse_bench(&out);
+        all.rows.extend(b.rows);
+        all.conditions.extend(b.conditions);
+        all.peaks.extend(b.peaks);
     }
-    let mut md = format!(
-        "# Benchmarks: ours against Python in the same run\n\n`cargo xtask bench{}{}` on {} CPU threads, {:.0} s. Medians; ratio = Python time / our time (above 1: ours is faster).\n\n| workload | ours (s) | Python reference | reference (s) | ratio |\n|---|---|---|---|---|\n",
+    let command = format!(
+        "cargo xtask bench{}{}{}",
         if quick { " --quick" } else { "" },
-        threads.map(|n| format!(" --threads {n}")).unwrap_or_default(),
-        threads.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
-        t0.elapsed().as_secs_f64()
+        threads
+            .map(|n| format!(" --threads {n}"))
+            .unwrap_or_default(),
+        only.iter()
+            .map(|o| format!(" --only {o}"))
+            .collect::<String>()
     );
-    for r in &rows {
-        md += &format!(
-            "| {} | {:.4} | {} | {:.4} | {:.2}x |\n",
-            r.workload,
-            r.ours,
-            r.reference,
-            r.theirs,
-            r.theirs / r.ours
-        );
-    }
+    let md = bench_summary(&all, &command, t0.elapsed().as_secs_f64(), load_before);
     let dir = root().join("target").join("bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("summary.md");
     std::fs::write(&path, &md)?;
     println!("\n{md}\nxtask bench: wrote {}", path.display());
-    if rows.is_empty() {
+    if all.rows.is_empty() {
         bail!("no side-by-side results were printed (is .venv set up?)");
     }
     Ok(())
@@ -527,14 +857,76 @@ fn main() {
 mod tests {
     use super::*;
 
+    fn row(ratios: &[f64], target: Option<f64>) -> String {
+        row_of("pytorch nanoGPT step", ratios, target)
+    }
+
+    fn row_of(reference: &str, ratios: &[f64], target: Option<f64>) -> String {
+        let ours: Vec<f64> = ratios.iter().map(|_| 0.1).collect();
+        let theirs: Vec<f64> = ratios.iter().map(|r| r * 0.1).collect();
+        serde_json::json!({"workload": "GPT step", "reference": reference, "repeats": 20,
+            "ours_s": ours, "ref_s": theirs, "ratios": ratios, "target": target,
+            "flops": 2.0e9, "flops_of": "pytorch nanoGPT step"})
+        .to_string()
+    }
+
     #[test]
-    fn parses_the_side_by_side_lines() {
-        let out = "noise\n== GPT step: ours 0.1020 s (median)\n   pytorch nanoGPT step: 0.1096 s  ->  ours is 1.08x faster\ngpt/x time: [1 ms]\n== FID: ours 2.0 s (median)\n   a: 4.0 s  ->  x\n   b: 6.0 s  ->  y\n";
-        let rows = parse_bench(out);
-        assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0].workload, "GPT step");
-        assert_eq!(rows[0].reference, "pytorch nanoGPT step");
-        assert!((rows[0].theirs - 0.1096).abs() < 1e-12 && (rows[0].ours - 0.102).abs() < 1e-12);
-        assert_eq!(rows[2].reference, "b");
+    fn parses_the_result_lines_and_ignores_the_rest() {
+        let out = format!(
+            "noise\n== GPT step: ours 0.1 s\n   pytorch nanoGPT step: 0.11 s  ->  ours is 1.10x faster\n@@row {}\ngpt/x time: [1 ms]\n@@conditions {}\n@@peak {}\n@@peak {}\n@@row {{bad\n",
+            row(&[1.0, 1.2, 1.1], Some(1.11)),
+            serde_json::json!({"bench": "models_bench.py", "ours": {"intra_op_threads": 2, "load_average": [0.1, 0.2, 0.3]}, "python": {"intra_op_threads": 2, "torch": "2.13.0"}}),
+            serde_json::json!({"gflops": 90.5}),
+            serde_json::json!({"gflops": 95.0}),
+        );
+        let b = parse_bench(&out);
+        assert_eq!(b.rows.len(), 1);
+        let r = &b.rows[0];
+        assert_eq!(r.workload, "GPT step");
+        assert_eq!(r.reference, "pytorch nanoGPT step");
+        assert_eq!(r.ratios, vec![1.0, 1.2, 1.1]);
+        assert!((r.ours() - 0.1).abs() < 1e-12 && (r.theirs() - 0.11).abs() < 1e-12);
+        assert_eq!(b.peaks, vec![90.5, 95.0]);
+        assert_eq!(b.conditions.len(), 1);
+    }
+
+    #[test]
+    fn a_target_is_met_only_when_the_lower_quartile_clears_it() {
+        let parse = |ratios: &[f64], target| {
+            parse_bench(&format!("@@row {}", row(ratios, target)))
+                .rows
+                .remove(0)
+        };
+        // median 1.20 clears 1.11, but a quarter of the rounds fall below it
+        let r = parse(&[0.95, 1.0, 1.2, 1.21, 1.22, 1.3, 1.4], Some(1.11));
+        assert!((r.ratio(0.5) - 1.21).abs() < 1e-12);
+        assert!((r.ratio(0.25) - 1.1).abs() < 1e-12);
+        assert_eq!(r.met(), Some(false));
+        let r = parse(&[1.12, 1.15, 1.2, 1.21, 1.22, 1.3, 1.4], Some(1.11));
+        assert_eq!(r.met(), Some(true));
+        assert_eq!(parse(&[1.0], None).met(), None);
+    }
+
+    #[test]
+    fn the_summary_shows_spread_verdicts_conditions_and_the_flop_limit() {
+        let out = format!(
+            "@@conditions {}\n@@peak {}\n@@row {}\n@@row {}\n",
+            serde_json::json!({"bench": "models_bench.py", "ours": {"libtorch": "2.13.0", "intra_op_threads": 2, "load_average": [0.1, 0.2, 0.3]}, "python": {"intra_op_threads": 2, "torch": "2.13.0", "transformers": "5.24.0"}}),
+            serde_json::json!({"gflops": 100.0}),
+            row(&[1.12, 1.15, 1.2, 1.21, 1.22, 1.3, 1.4], Some(1.11)),
+            row_of("compiled", &[0.8, 0.9, 0.9, 1.0, 1.0, 1.1, 1.1], None),
+        );
+        let md = bench_summary(
+            &parse_bench(&out),
+            "cargo xtask bench",
+            12.0,
+            Some([0.9, 0.5, 0.2]),
+        );
+        assert!(md.contains("| GPT step | pytorch nanoGPT step | 20 | 0.1000 | 0.1210 | 1.21x | 1.17x-1.26x | 1.12x-1.40x | >= 1.11x | **met** |"), "{md}");
+        assert!(md.contains("transformers 5.24.0"), "{md}");
+        assert!(md.contains("not idle"), "{md}");
+        assert!(md.contains("100.0 GFLOP/s"), "{md}");
+        // short table: the compiled variant is the strongest Python; 2 GFLOP in 0.1 s = 20 GFLOP/s = 20 %
+        assert!(md.contains("| GPT step | 1.21x (IQR 1.17x-1.26x), target 1.11x met | 1.00x (IQR 0.90x-1.05x) (compiled) | 2.000 | 20.0 | 20 % |"), "{md}");
     }
 }

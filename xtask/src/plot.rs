@@ -1,5 +1,6 @@
 //! PNG plots for the eval report, drawn with `plotters` and an embedded DejaVu Sans font (no
-//! system fonts needed): loss curves from a run's log lines and 2-D sample scatters.
+//! system fonts needed): loss curves from a run's log lines, measured points against a
+//! setting (FID against sampling steps) and 2-D sample scatters.
 
 use anyhow::{anyhow, bail, Context, Result};
 use genmodels_contracts::LogLine;
@@ -88,10 +89,62 @@ pub fn line_chart(
     w: u32,
     h: u32,
 ) -> Result<()> {
+    draw_lines(
+        path,
+        &Axes {
+            title,
+            x_label,
+            y_label: None,
+            markers: false,
+        },
+        series,
+        (w, h),
+    )
+}
+
+/// A measured quantity against a setting (FID against sampling steps): every point marked,
+/// joined per series, nothing smoothed, both axes named; a PNG of `w` x `h` pixels.
+pub fn points_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    w: u32,
+    h: u32,
+) -> Result<()> {
+    draw_lines(
+        path,
+        &Axes {
+            title,
+            x_label,
+            y_label: Some(y_label),
+            markers: true,
+        },
+        series,
+        (w, h),
+    )
+}
+
+/// What a line chart's frame shows.
+struct Axes<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: Option<&'a str>,
+    /// Mark every point and never smooth (a few measured points, not a log).
+    markers: bool,
+}
+
+fn draw_lines(path: &Path, a: &Axes, series: &[Series], (w, h): (u32, u32)) -> Result<()> {
     ensure_font();
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.clone()).collect();
+    let title = a.title;
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.clone())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
     if all.is_empty() {
-        bail!("nothing to plot for {title}: the log has no numeric values");
+        bail!("nothing to plot for {title}: no finite values");
     }
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for (x, y) in &all {
@@ -103,39 +156,73 @@ pub fn line_chart(
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
+    if a.markers {
+        // room for the markers at both ends
+        let xpad = (x1 - x0) * 0.05;
+        (x0, x1) = (x0 - xpad, x1 + xpad);
+    }
     let pad = ((y1 - y0) * 0.05).max(1e-6);
-    let (y0, y1) = (y0 - pad, y1 + pad);
+    // a marked chart has few points, often in the upper right: room above them for the legend
+    let top = if a.markers {
+        pad + (y1 - y0).max(1e-6) * 0.09 * series.len() as f64
+    } else {
+        pad
+    };
+    let (y0, y1) = (y0 - pad, y1 + top);
     let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
     root.fill(&WHITE).map_err(err("plot background"))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 20))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(56)
+        .y_label_area_size(if a.y_label.is_some() { 64 } else { 56 })
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err("plot axes"))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(a.x_label)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style((FONT, 13))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()
-        .map_err(err("plot grid"))?;
+        .light_line_style(RGBColor(235, 235, 235));
+    if let Some(y) = a.y_label {
+        mesh.y_desc(y);
+    }
+    mesh.draw().map_err(err("plot grid"))?;
     for (i, s) in series.iter().enumerate() {
         let c = PALETTE[i % PALETTE.len()];
-        let pts = smooth(&s.points, (s.points.len() / 40).max(1));
-        let name = if pts.len() == s.points.len() {
+        let raw: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        if raw.is_empty() {
+            continue;
+        }
+        let pts = if a.markers {
+            raw.clone()
+        } else {
+            smooth(&raw, (raw.len() / 40).max(1))
+        };
+        let name = if pts.len() == raw.len() && pts == raw {
             s.name.clone()
         } else {
             format!("{} (moving average)", s.name)
         };
-        if s.points.len() == 1 {
+        if raw.len() == 1 || a.markers {
+            if raw.len() > 1 {
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                    .map_err(err("plot line"))?;
+            }
             chart
-                .draw_series(std::iter::once(Circle::new(s.points[0], 4, c.filled())))
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 4, c.filled())))
                 .map_err(err("plot point"))?
                 .label(name)
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
+                .legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (20, 0)], c.stroke_width(2))
+                        + Circle::new((10, 0), 4, c.filled())
+                });
         } else {
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))
@@ -282,5 +369,36 @@ mod tests {
             assert_eq!(&bytes[1..4], b"PNG", "{} is not a PNG", f.display());
         }
         assert!(line_chart(&dir.path().join("e.png"), "e", "step", &[], 10, 10).is_err());
+    }
+
+    #[test]
+    fn a_points_chart_marks_every_point_and_skips_non_finite_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fid.png");
+        let series = vec![
+            Series {
+                name: "ddim".into(),
+                points: vec![(10.0, 80.8), (20.0, 73.2), (50.0, 92.9)],
+            },
+            Series {
+                name: "dpm-solver++".into(),
+                points: vec![(10.0, 98.6), (20.0, f64::NAN), (50.0, 90.0)],
+            },
+            Series {
+                name: "one point".into(),
+                points: vec![(20.0, 60.0)],
+            },
+        ];
+        points_chart(&p, "FID", "sampling steps", "FID", &series, 560, 340).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let nan = [Series {
+            name: "x".into(),
+            points: vec![(1.0, f64::NAN)],
+        }];
+        let e = points_chart(&dir.path().join("n.png"), "n", "x", "y", &nan, 100, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no finite values"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! The eval report: `results.json` (everything measured), `report.md` and a self-contained
 //! `report.html` (metrics table, sample grids, interpolations, scatter plots, loss curves,
-//! generated text), and the check of that page in headless Chromium.
+//! generated text, per-model tables such as FID against sampling steps), and the check of that
+//! page in headless Chromium.
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -32,6 +33,8 @@ pub struct ModelReport {
     pub feature_network: Option<String>,
     /// Every score as its command wrote it.
     pub metrics: serde_json::Value,
+    /// Tables of the model's own section (e.g. FID against sampling steps per scheduler).
+    pub tables: Vec<Table>,
     /// (caption, path relative to the report) of each picture.
     pub images: Vec<(String, String)>,
     /// Generated text (text models).
@@ -40,6 +43,52 @@ pub struct ModelReport {
     pub commands: Vec<String>,
     /// Set when a stage failed; the row stays, with what went wrong.
     pub error: Option<String>,
+}
+
+/// A small table in a model's section: a caption, column names and formatted cells.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Table {
+    pub caption: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn markdown(&self) -> String {
+        let cell = |c: &String| c.replace('|', "\\|");
+        let line = |cells: &[String]| {
+            format!(
+                "| {} |\n",
+                cells.iter().map(cell).collect::<Vec<_>>().join(" | ")
+            )
+        };
+        let mut md = format!("**{}**\n\n", self.caption);
+        md += &line(&self.header);
+        md += &format!("|{}\n", "---|".repeat(self.header.len()));
+        for r in &self.rows {
+            md += &line(r);
+        }
+        md + "\n"
+    }
+
+    fn html(&self) -> String {
+        let row = |tag: &str, cells: &[String]| {
+            let cells: String = cells
+                .iter()
+                .map(|c| format!("<{tag}>{}</{tag}>", esc(c)))
+                .collect();
+            format!("<tr>{cells}</tr>\n")
+        };
+        let mut h = format!(
+            "<table class=\"model-table\"><caption>{}</caption>\n<thead>{}</thead><tbody>\n",
+            esc_inline(&self.caption),
+            row("th", &self.header)
+        );
+        for r in &self.rows {
+            h += &row("td", r);
+        }
+        h + "</tbody></table>\n"
+    }
 }
 
 /// The whole run.
@@ -164,6 +213,9 @@ impl Report {
         }
         for m in &self.models {
             md += &format!("\n## {}: {}\n\n", m.id, m.about);
+            for t in &m.tables {
+                md += &t.markdown();
+            }
             for (cap, path) in &m.images {
                 md += &format!("**{cap}**\n\n![{cap}]({path})\n\n");
             }
@@ -195,6 +247,8 @@ table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
 th, td { border: 1px solid #ddd; padding: 0.4rem 0.6rem; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; }
 td.failed { color: #b00; }
+table.model-table { width: auto; }
+table.model-table caption { text-align: left; font-weight: 600; padding-bottom: 0.3rem; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; }
 figure img { max-width: 520px; image-rendering: pixelated; border: 1px solid #eee; }
@@ -232,11 +286,15 @@ pre.text { background: #f8f8f8; padding: 0.8rem; white-space: pre-wrap; max-widt
         }
         for m in &self.models {
             h += &format!(
-                "<section id=\"{}\"><h2>{}: {}</h2>\n<div class=\"figures\">\n",
+                "<section id=\"{}\"><h2>{}: {}</h2>\n",
                 esc(&m.id),
                 esc(&m.id),
                 esc(&m.about)
             );
+            for t in &m.tables {
+                h += &t.html();
+            }
+            h += "<div class=\"figures\">\n";
             for (cap, path) in &m.images {
                 h += &format!(
                     "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",
@@ -453,7 +511,18 @@ mod tests {
             threads: "2".into(),
             machine: "test".into(),
             models: vec![
-                model("a", vec![("loss curves".into(), "img/a-loss.png".into())]),
+                ModelReport {
+                    tables: vec![Table {
+                        caption: "FID against sampling steps (`sample --scheduler S --steps K`)"
+                            .into(),
+                        header: vec!["scheduler".into(), "steps".into(), "FID".into()],
+                        rows: vec![
+                            vec!["ddim".into(), "10".into(), "80.8".into()],
+                            vec!["a|b <c>".into(), "20".into(), "73.2".into()],
+                        ],
+                    }],
+                    ..model("a", vec![("loss curves".into(), "img/a-loss.png".into())])
+                },
                 model("b", vec![("modes".into(), "img/b-modes.png".into())]),
                 model("c", vec![]),
             ],
@@ -478,6 +547,16 @@ mod tests {
         assert!(r.html().contains("a &lt;test&gt;"));
         assert!(r.html().contains("<code>cargo xtask eval --quick</code>"));
         assert_eq!(esc_inline("a `b<c>` d"), "a <code>b&lt;c&gt;</code> d");
+        // a model's own tables, in both pages and in results.json
+        assert!(md.contains(
+            "**FID against sampling steps (`sample --scheduler S --steps K`)**\n\n| scheduler | steps | FID |\n|---|---|---|\n| ddim | 10 | 80.8 |\n| a\\|b <c> | 20 | 73.2 |\n"
+        ), "{md}");
+        let html = r.html();
+        assert!(html.contains("<table class=\"model-table\"><caption>FID against sampling steps (<code>sample --scheduler S --steps K</code>)</caption>"), "{html}");
+        assert!(html.contains("<tr><td>a|b &lt;c&gt;</td><td>20</td><td>73.2</td></tr>"));
+        assert_eq!(j["models"][0]["tables"][0]["rows"][1][2], "73.2");
+        // the metrics table is still the only one with an id, one row per model
+        assert_eq!(html.matches("<tr data-model=").count(), 3);
     }
 
     #[test]

@@ -1108,10 +1108,75 @@ fn ddpm_trains_samples_with_any_scheduler_and_refuses_bad_sampler_flags() {
         "0.9",
         "--set",
         "sampler.steps=2",
+        "--set",
+        "scheduler.variance_type=learned_range",
         "--no-progress",
         "--device",
         "cpu",
     ]));
+    // the variational bound through `nll` (learned variance, EMA weights)
+    let json = tmp.path().join("nll.json");
+    let o = genmodels(&[
+        "nll",
+        &r,
+        "--data",
+        &d,
+        "-n",
+        "4",
+        "-k",
+        "3",
+        "--ema",
+        "--json",
+        json.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    ok(&o);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["bits_per_dim"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["estimator"]
+        .as_str()
+        .unwrap()
+        .contains("variational bound"));
+    assert_eq!(v["ema"], true);
+    // CAS with a guided sampler keeps its generated images as a folder with a class grid
+    let gen = tmp.path().join("cas-samples");
+    ok(&genmodels(&[
+        "cas",
+        &r,
+        "--real",
+        &d,
+        "--test",
+        &d,
+        "-n",
+        "20",
+        "--epochs",
+        "1",
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "2",
+        "--guidance",
+        "3",
+        "--save-samples",
+        gen.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]));
+    let pngs = std::fs::read_dir(&gen)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(pngs, 20);
+    let grid = image::open(gen.join("overview/grid.png")).unwrap();
+    assert_eq!(grid.width(), 10 * 10 + 2, "one class per column");
     let out = tmp.path().join("s");
     let o = genmodels(&[
         "sample",

@@ -173,6 +173,12 @@ pub struct NllReport {
     pub unit_activity: Vec<f64>,
     /// How the data were prepared for the likelihood (binarisation).
     pub preparation: String,
+    /// How `nll_nats` was estimated (importance sampling, or a diffusion's variational bound).
+    #[serde(default)]
+    pub estimator: String,
+    /// Whether the EMA weights were scored.
+    #[serde(default)]
+    pub ema: bool,
 }
 
 /// `genmodels perplexity`: a text model on a validation split.

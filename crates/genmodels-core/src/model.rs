@@ -174,6 +174,10 @@ pub trait Likelihood {
     fn prepare(&self, x: &Tensor) -> Result<Tensor>;
     /// How [`Likelihood::prepare`] changes the data, for reports.
     fn preparation(&self) -> String;
+    /// How [`Likelihood::log_likelihood`] estimates `log p(x)` with `samples`, for reports.
+    fn estimator(&self, samples: i64) -> String {
+        format!("importance sampling, k = {samples}")
+    }
     /// `log p(x)` per example in nats, estimated with `samples` importance samples (or exact).
     fn log_likelihood(&self, x: &Tensor, samples: i64) -> Result<Tensor>;
     /// The one-sample variational bound per example (nats), at most `log p(x)`.

@@ -7,17 +7,25 @@
 //! is replaced by the null class with probability `label_dropout` (10 %), so one network learns
 //! the conditional and the unconditional model, and sampling mixes them by classifier-free
 //! guidance (Ho & Salimans 2022): `eps = eps_null + s (eps_class - eps_null)`.
+//!
+//! With `scheduler.variance_type = "learned_range"` the network also outputs `v` in [-1, 1]
+//! per pixel, interpolating the log variance of each reverse step between beta-tilde and beta
+//! (Improved DDPM, Nichol & Dhariwal 2021), trained by the hybrid loss
+//! `L_simple + lambda L_vlb` (lambda = `vlb_weight`, 0.001) with the mean's gradient stopped in
+//! `L_vlb`. Every model has a likelihood: the variational bound in bits per dimension
+//! ([`crate::vlb`]).
 
 use crate::schedulers::{
-    build_scheduler, PredictionType, Scheduler, SchedulerConfig, SchedulerKind,
+    build_scheduler, PredictionType, Scheduler, SchedulerConfig, SchedulerKind, VarianceType,
 };
 use crate::unet::{UNet2D, UNet2DConfig};
+use crate::vlb::{bound_strata, Diffusion};
 use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::model::check::Check;
 use genmodels_core::model::{
-    Capability, ClassConditional, DataInfo, Losses, Model, ModelEntry, Output, SamplerChoice,
-    Samples, ScheduledSampling,
+    Capability, ClassConditional, DataInfo, Likelihood, Losses, Model, ModelEntry, Output,
+    SamplerChoice, Samples, ScheduledSampling,
 };
 use genmodels_core::optim::{Adam, AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
@@ -50,6 +58,9 @@ pub struct DdpmConfig {
     pub beta2: f64,
     /// What `sample` uses (DDIM with 50 steps by default: 1000 DDPM steps are 20 times slower).
     pub sampler: SamplerChoice,
+    /// lambda of the hybrid loss `L_simple + lambda L_vlb` (Improved DDPM: 0.001), used when the
+    /// variance is learned (`scheduler.variance_type` `learned_range` or `learned`).
+    pub vlb_weight: f64,
 }
 
 impl Default for DdpmConfig {
@@ -71,19 +82,39 @@ impl Default for DdpmConfig {
                 guidance_scale: None,
                 karras: false,
             },
+            vlb_weight: 0.001,
         }
     }
 }
 
 impl DdpmConfig {
+    /// Whether the network outputs a variance (twice the image's channels).
+    pub fn learns_variance(&self) -> bool {
+        matches!(
+            self.scheduler.variance_type,
+            Some(VarianceType::Learned | VarianceType::LearnedRange)
+        )
+    }
+
+    /// The variance of the reverse steps in the bound (fixed small unless set).
+    pub fn variance(&self) -> VarianceType {
+        self.scheduler
+            .variance_type
+            .unwrap_or(VarianceType::FixedSmall)
+    }
+
     /// The network this config describes.
     pub fn unet_config(&self) -> UNet2DConfig {
         let mut u = self.unet.clone().unwrap_or_else(|| {
-            UNet2DConfig::small(
+            let mut u = UNet2DConfig::small(
                 self.channels,
                 self.image_size,
                 self.num_classes.map(|c| c + 1),
-            )
+            );
+            if self.learns_variance() {
+                u.out_channels = 2 * self.channels;
+            }
+            u
         });
         if self.unet.is_some() {
             u.num_class_embeds = self.num_classes.map(|c| c + 1).or(u.num_class_embeds);
@@ -101,16 +132,22 @@ impl DdpmConfig {
         c.probability("label_dropout", self.label_dropout)?;
         c.adam("lr", self.lr, self.beta1, self.beta2)?;
         let u = self.unet_config();
+        let out = if self.learns_variance() {
+            2 * self.channels
+        } else {
+            self.channels
+        };
         c.ensure(
-            u.in_channels == self.channels
-                && (u.out_channels == self.channels || u.out_channels == 2 * self.channels),
+            u.in_channels == self.channels && u.out_channels == out,
             "unet",
             format_args!("{} in, {} out channels", u.in_channels, u.out_channels),
             format_args!(
-                "{} in and {} (or twice that) out",
-                self.channels, self.channels
+                "{} in and {out} out (variance {:?}: twice the image's channels when learned)",
+                self.channels,
+                self.variance()
             ),
         )?;
+        c.probability("vlb_weight", self.vlb_weight)?;
         u.validate()?;
         // the scheduler config must build, and the sampler with it
         build_scheduler(SchedulerKind::Ddpm, &self.scheduler)?;
@@ -173,6 +210,7 @@ pub struct Ddpm {
     unet: UNet2D,
     opt: Adam,
     train_sched: Box<dyn Scheduler>,
+    diffusion: Diffusion,
     device: Device,
 }
 
@@ -183,6 +221,7 @@ impl Ddpm {
         let unet = UNet2D::new(&vs.root(), &cfg.unet_config())?;
         let opt = Adam::new(&vs, AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2));
         let train_sched = build_scheduler(SchedulerKind::Ddpm, &cfg.scheduler)?;
+        let diffusion = Diffusion::new(train_sched.alphas_cumprod(), device)?;
         Ok(Ddpm {
             cfg,
             name,
@@ -190,7 +229,92 @@ impl Ddpm {
             unet,
             opt,
             train_sched,
+            diffusion,
             device,
+        })
+    }
+
+    /// The simple loss (and, with a learned variance, the hybrid loss's `L_vlb` term with the
+    /// mean's gradient stopped) of `out` for `x0` noised to `xt` at `t`.
+    fn losses(
+        &self,
+        out: &Tensor,
+        x0: &Tensor,
+        xt: &Tensor,
+        noise: &Tensor,
+        t: &Tensor,
+    ) -> Result<(Tensor, Losses)> {
+        let target = self.target(x0, noise, t)?;
+        if !self.cfg.learns_variance() {
+            let mse = out.mse_loss(&target, tch::Reduction::Mean);
+            let v = mse.double_value(&[]);
+            return Ok((mse, vec![("loss".into(), v)]));
+        }
+        let c = self.cfg.channels;
+        let mse = out.narrow(1, 0, c).mse_loss(&target, tch::Reduction::Mean);
+        let frozen = Tensor::cat(&[out.narrow(1, 0, c).detach(), out.narrow(1, c, c)], 1);
+        let vb = self
+            .diffusion
+            .vb_terms_bits(
+                &frozen,
+                x0,
+                xt,
+                t,
+                self.cfg.scheduler.prediction_type,
+                self.cfg.variance(),
+                false,
+            )?
+            .mean(Kind::Float);
+        // lambda L_vlb with L_vlb = T E_t[L_t] (improved-diffusion's rescaled vb term)
+        let loss = &mse + &vb * (self.cfg.vlb_weight * self.diffusion.steps as f64);
+        let losses = vec![
+            ("loss".into(), loss.double_value(&[])),
+            ("mse".into(), mse.double_value(&[])),
+            ("vb_bits".into(), vb.double_value(&[])),
+        ];
+        Ok((loss, losses))
+    }
+
+    /// The network's output at `x_t`, `t` for `labels` (the null class for a conditional model
+    /// given none).
+    fn net(&self, xt: &Tensor, t: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let nulls = match (labels, self.null_class()) {
+            (None, Some(null)) => Some(Tensor::full(
+                [xt.size()[0]],
+                null,
+                (Kind::Int64, self.device),
+            )),
+            _ => None,
+        };
+        self.unet.forward(xt, t, labels.or(nulls.as_ref()), false)
+    }
+
+    /// Per-image estimate of the variational bound (nats) with `evals` network evaluations per
+    /// image ([`bound_strata`]), plus the prior term.
+    fn vlb_nats(&self, x0: &Tensor, labels: Option<&Tensor>, evals: i64) -> Result<Tensor> {
+        let n = x0.size()[0];
+        let dims: i64 = x0.size()[1..].iter().product();
+        let x0 = x0.to_device(self.device).to_kind(Kind::Float);
+        tch::no_grad(|| {
+            let mut total = self.diffusion.prior_bits(&x0).to_kind(Kind::Double);
+            for (lo, hi) in bound_strata(self.diffusion.steps, evals) {
+                let w = (hi - lo) as f64;
+                let tt = Tensor::randint_low(lo, hi, [n], (Kind::Int64, self.device));
+                let noise = x0.randn_like();
+                let xt = self.diffusion.q_sample(&x0, &noise, &tt);
+                let out = self.net(&xt, &tt, labels)?;
+                let bits = self.diffusion.vb_terms_bits(
+                    &out,
+                    &x0,
+                    &xt,
+                    &tt,
+                    self.cfg.scheduler.prediction_type,
+                    self.cfg.variance(),
+                    true,
+                )?;
+                total += bits.to_kind(Kind::Double) * w;
+            }
+            Ok(total * (dims as f64 * std::f64::consts::LN_2))
         })
     }
 
@@ -230,6 +354,15 @@ impl Ddpm {
         )?;
         let parts = both.chunk(2, 0);
         let (cond, uncond) = (&parts[0], &parts[1]);
+        if self.cfg.learns_variance() {
+            // guide the mean; the variance is the conditional one (GLIDE, DiT)
+            let c = self.cfg.channels;
+            let (cm, um) = (cond.narrow(1, 0, c), uncond.narrow(1, 0, c));
+            return Ok(Tensor::cat(
+                &[&um + (&cm - &um) * scale, cond.narrow(1, c, c)],
+                1,
+            ));
+        }
         Ok(uncond + (cond - uncond) * scale)
     }
 
@@ -254,7 +387,11 @@ impl Ddpm {
             let ts = sched.timesteps().to_vec();
             for (i, &t) in ts.iter().enumerate() {
                 let xin = sched.scale_model_input(&x, t)?;
-                let out = self.predict(&xin, t, labels, scale)?;
+                let mut out = self.predict(&xin, t, labels, scale)?;
+                if self.cfg.learns_variance() && kind != SchedulerKind::Ddpm {
+                    // only DDPM's ancestral step uses the learned variance
+                    out = out.narrow(1, 0, c.channels);
+                }
                 let step = sched.step(&out, t, &x, None)?;
                 x = step.prev_sample;
                 if every > 0 && ((i + 1) % every == 0 || i + 1 == ts.len()) {
@@ -298,7 +435,6 @@ impl Model for Ddpm {
         let t = Tensor::randint(t_max, [n], (Kind::Int64, self.device));
         let noise = x0.randn_like();
         let xt = self.train_sched.add_noise(&x0, &noise, &t)?;
-        let target = self.target(&x0, &noise, &t)?;
         let labels = match self.null_class() {
             Some(null) => {
                 let y = batch.y.as_ref().ok_or_else(|| {
@@ -314,9 +450,9 @@ impl Model for Ddpm {
             None => None,
         };
         let out = self.unet.forward(&xt, &t, labels.as_ref(), true)?;
-        let loss = out.mse_loss(&target, tch::Reduction::Mean);
+        let (loss, losses) = self.losses(&out, &x0, &xt, &noise, &t)?;
         self.opt.backward_step(&loss, ctx);
-        Ok(vec![("loss".into(), loss.double_value(&[]))])
+        Ok(losses)
     }
 
     /// The simple loss on held-out images at random timesteps (labels kept).
@@ -328,14 +464,12 @@ impl Model for Ddpm {
             let t = Tensor::randint(t_max, [n], (Kind::Int64, self.device));
             let noise = x0.randn_like();
             let xt = self.train_sched.add_noise(&x0, &noise, &t)?;
-            let target = self.target(&x0, &noise, &t)?;
             let labels = match (self.null_class(), &batch.y) {
                 (Some(_), Some(y)) => Some(y.to_device(self.device)),
                 _ => None,
             };
             let out = self.unet.forward(&xt, &t, labels.as_ref(), false)?;
-            let loss = out.mse_loss(&target, tch::Reduction::Mean);
-            Ok(Some(vec![("loss".into(), loss.double_value(&[]))]))
+            Ok(Some(self.losses(&out, &x0, &xt, &noise, &t)?.1))
         })
     }
 
@@ -353,6 +487,10 @@ impl Model for Ddpm {
     }
 
     fn as_scheduled(&mut self) -> Option<&mut dyn ScheduledSampling> {
+        Some(self)
+    }
+
+    fn as_likelihood(&mut self) -> Option<&mut dyn Likelihood> {
         Some(self)
     }
 
@@ -394,6 +532,53 @@ impl ClassConditional for Ddpm {
         }
         let labels = labels.to_device(self.device).to_kind(Kind::Int64);
         Ok(self.run_sampler(n as usize, Some(&labels), 0)?.0)
+    }
+}
+
+/// The variational bound of Ho et al. (an upper bound on `-log p(x)`), on 8-bit images as
+/// they are, through the discretised decoder; a class-conditional model is scored
+/// unconditionally (the null class).
+impl Likelihood for Ddpm {
+    fn prepare(&self, x: &Tensor) -> Result<Tensor> {
+        // the 256 levels the decoder's bins are centred on
+        Ok(((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0)
+    }
+
+    fn preparation(&self) -> String {
+        let null = if self.cfg.num_classes.is_some() {
+            "; unconditional (the null class)"
+        } else {
+            ""
+        };
+        format!("8-bit pixels in [-1, 1], no dequantisation: the discretised Gaussian decoder of Ho et al. at t = 0 (256 bins){null}")
+    }
+
+    fn estimator(&self, samples: i64) -> String {
+        let t = self.diffusion.steps;
+        if samples >= t {
+            format!("variational bound, all {t} terms (an upper bound on -log p(x))")
+        } else {
+            format!(
+                "variational bound (an upper bound on -log p(x)): decoder and prior exact, the {} KL terms estimated from {} stratified timesteps per image",
+                t - 1,
+                samples.max(2) - 1
+            )
+        }
+    }
+
+    /// Minus the variational bound, estimated with `samples` network evaluations per image
+    /// (all `T` terms exactly when `samples >= T`).
+    fn log_likelihood(&self, x: &Tensor, samples: i64) -> Result<Tensor> {
+        Ok(-self.vlb_nats(x, None, samples.max(2))?)
+    }
+
+    /// The one-timestep estimate of the bound (decoder, one weighted KL term, prior).
+    fn bound(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(-self.vlb_nats(x, None, 2)?)
+    }
+
+    fn posterior_means(&self, _x: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
     }
 }
 
@@ -513,7 +698,7 @@ pub fn ddpm_entry() -> ModelEntry {
         name: "ddpm",
         family: "diffusion",
         output: Output::Images,
-        capabilities: &[Capability::Schedulers],
+        capabilities: &[Capability::Likelihood, Capability::Schedulers],
         interpolation: None,
         summary: "DDPM (Ho et al. 2020): U-Net (diffusers' UNet2DModel) trained on the simple loss; sampled by DDPM, DDIM, DPM-Solver++, Euler (ancestral) or Heun",
         default_config: |info| default_for(info, "ddpm", false),
@@ -527,7 +712,11 @@ pub fn ddpm_cond_entry() -> ModelEntry {
         name: "ddpm-cond",
         family: "diffusion",
         output: Output::Images,
-        capabilities: &[Capability::ClassConditional, Capability::Schedulers],
+        capabilities: &[
+            Capability::ClassConditional,
+            Capability::Likelihood,
+            Capability::Schedulers,
+        ],
         interpolation: None,
         summary: "class-conditional DDPM with 10 % label dropout to a null class: classifier-free guidance (Ho & Salimans 2022)",
         default_config: |info| default_for(info, "ddpm-cond", true),
@@ -550,9 +739,14 @@ mod tests {
     }
 
     fn tiny(classes: Option<usize>) -> Ddpm {
+        tiny_with(classes, None)
+    }
+
+    fn tiny_with(classes: Option<usize>, variance: Option<VarianceType>) -> Ddpm {
         let mut cfg: DdpmConfig =
             serde_json::from_value(default_for(&info(classes), "ddpm", classes.is_some()).unwrap())
                 .unwrap();
+        cfg.scheduler.variance_type = variance;
         let mut u = cfg.unet_config();
         u.block_out_channels = vec![8, 16];
         u.down_block_types = vec![DownBlockType::Plain, DownBlockType::Attn];
@@ -643,5 +837,84 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("labelled"), "{e}");
+    }
+
+    #[test]
+    fn the_hybrid_loss_trains_the_variance_and_leaves_the_mean_to_the_simple_loss() {
+        let mut m = tiny_with(Some(3), Some(VarianceType::LearnedRange));
+        assert_eq!(m.unet.config().out_channels, 2);
+        let x0 = (Tensor::randint(256, [4, 1, 8, 8], (Kind::Float, Device::Cpu)) / 127.5) - 1.0;
+        let noise = x0.randn_like();
+        let t = Tensor::from_slice(&[0i64, 5, 500, 999]);
+        let xt = m.diffusion.q_sample(&x0, &noise, &t);
+        let out = Tensor::randn([4, 2, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let (loss, parts) = m.losses(&out, &x0, &xt, &noise, &t).unwrap();
+        assert_eq!(
+            parts.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+            ["loss", "mse", "vb_bits"]
+        );
+        loss.backward();
+        let g = out.grad();
+        // the mean's gradient is the simple loss's alone: 2 (out - noise) / numel
+        let want = (out.narrow(1, 0, 1).detach() - &noise) * (2.0 / 256.0);
+        let diff = (g.narrow(1, 0, 1) - want).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "the vb term leaked into the mean: {diff}");
+        // and the variance channels get a gradient from the vb term
+        assert!(g.narrow(1, 1, 1).abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        // a step through the trainer, then every scheduler samples (DDPM with the variance)
+        let batch = Batch {
+            x: x0.shallow_clone(),
+            y: Some(Tensor::from_slice(&[0i64, 1, 2, 0])),
+        };
+        let l = m.train_step(&batch, &StepCtx::default()).unwrap();
+        assert!(l.iter().all(|(_, v)| v.is_finite()), "{l:?}");
+        for s in ["ddpm", "ddim", "dpm-solver++"] {
+            m.set_sampler(&SamplerChoice {
+                scheduler: s.into(),
+                steps: 3,
+                eta: None,
+                guidance_scale: Some(2.0),
+                karras: false,
+            })
+            .unwrap();
+            let Samples::Images(x) = m.sample(2).unwrap() else {
+                panic!("images")
+            };
+            assert_eq!(x.size(), vec![2, 1, 8, 8], "{s}");
+        }
+    }
+
+    #[test]
+    fn the_bound_is_finite_and_its_estimate_is_unbiased_for_the_full_sum() {
+        let mut cfg = tiny(None).cfg;
+        cfg.scheduler.num_train_timesteps = 10;
+        cfg.sampler.steps = 4;
+        tch::manual_seed(3);
+        let m = Ddpm::new("ddpm", cfg, Device::Cpu).unwrap();
+        let x = m
+            .prepare(&(Tensor::rand([3, 1, 8, 8], (Kind::Float, Device::Cpu)) * 2.0 - 1.0))
+            .unwrap();
+        let levels = (&x + 1.0) * 127.5;
+        assert!((&levels - levels.round()).abs().max().double_value(&[]) < 1e-4);
+        let exact = -m.log_likelihood(&x, 10).unwrap();
+        assert_eq!(exact.size(), vec![3]);
+        // the stratified estimate with 3 evaluations averages to the full sum (the noise of
+        // x_t differs between calls, so compare means over repeats within their spread)
+        let reps: Vec<Tensor> = (0..24).map(|_| -m.log_likelihood(&x, 3).unwrap()).collect();
+        let est = Tensor::stack(&reps, 0);
+        let (mean, se) = (
+            est.mean_dim(0, false, Kind::Double),
+            est.std_dim(0, true, false) / 24f64.sqrt(),
+        );
+        let fulls: Vec<Tensor> = (0..8).map(|_| -m.log_likelihood(&x, 10).unwrap()).collect();
+        let fulls = Tensor::stack(&fulls, 0);
+        let full = fulls.mean_dim(0, false, Kind::Double);
+        let se_full = fulls.std_dim(0, true, false) / 8f64.sqrt();
+        let spread = (se.square() + se_full.square()).sqrt() + 1e-9;
+        let z = ((mean - &full).abs() / spread).max().double_value(&[]);
+        assert!(z < 5.0, "estimate off by {z} standard errors");
+        assert!(exact.min().double_value(&[]) > 0.0);
+        assert!(m.estimator(3).contains("stratified"));
+        assert!(m.estimator(10).contains("all 10 terms"));
     }
 }

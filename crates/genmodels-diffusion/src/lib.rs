@@ -5,10 +5,12 @@
 //! - [`ddpm`]: DDPM and its class-conditional variant with classifier-free guidance, on the
 //!   core trainer.
 //! - [`unet`]: diffusers' `UNet2DModel` with its block structure and parameter names.
+//! - [`vlb`]: the variational bound (bits per dimension, and Improved DDPM's hybrid loss).
 
 pub mod ddpm;
 pub mod schedulers;
 pub mod unet;
+pub mod vlb;
 
 /// The models of this family, for the `genmodels` command line.
 pub fn entries() -> Vec<genmodels_core::model::ModelEntry> {

@@ -2,11 +2,11 @@
 //! reports they write, the pictures, and the report's headline scores formatted from them.
 
 use super::genmodels::{p, read_report, s, Genmodels};
-use super::plan::Step;
+use super::plan::{SampleCost, Step};
 use super::recipes::Recipe;
 use super::{last_value, Ctx};
 use crate::plot;
-use crate::report::ModelReport;
+use crate::report::{ModelReport, Table};
 use anyhow::{anyhow, bail, Context, Result};
 use genmodels_contracts::layout::RunLayout;
 use genmodels_contracts::reports::{
@@ -16,6 +16,7 @@ use genmodels_contracts::LogLine;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Seed of the interpolation grid.
 const INTERPOLATION_SEED: u64 = 1;
@@ -23,6 +24,67 @@ const INTERPOLATION_SEED: u64 = 1;
 const MAX_TRANSLATED: usize = 1000;
 /// Tokens scored by `perplexity` with `--quick` (all of the validation split otherwise).
 const QUICK_PERPLEXITY_TOKENS: usize = 20_000;
+/// Sampling steps of the FID-against-steps sweep, per scheduler: `--quick`, and otherwise.
+pub const SWEEP_STEPS_QUICK: [usize; 3] = [5, 10, 20];
+pub const SWEEP_STEPS: [usize; 3] = [10, 20, 50];
+/// At most this many images per sampling-step score of an iterative sampler on a CPU
+/// (`--quick`, and otherwise): DDIM's 50 steps cost about 0.35 s an image on two cores.
+const ITERATIVE_SAMPLES_QUICK: usize = 250;
+const ITERATIVE_SAMPLES: usize = 1000;
+/// `nll -n N -k K` of an iterative sampler's variational bound, K network evaluations per
+/// image (`--quick`, and otherwise); a one-pass model's K counts importance samples.
+const ITERATIVE_NLL_QUICK: (usize, i64) = (200, 20);
+const ITERATIVE_NLL: (usize, i64) = (1000, 50);
+const ONE_PASS_NLL_QUICK: (usize, i64) = (500, 1000);
+const ONE_PASS_NLL: (usize, i64) = (2000, 5000);
+
+/// The sweep's step counts.
+pub fn sweep_steps(quick: bool) -> &'static [usize] {
+    if quick {
+        &SWEEP_STEPS_QUICK
+    } else {
+        &SWEEP_STEPS
+    }
+}
+
+/// Images a sampling step draws: eval's count, capped for an iterative sampler unless it runs
+/// on CUDA.
+pub fn sample_count(wanted: usize, cost: SampleCost, quick: bool, on_cuda: bool) -> usize {
+    match cost {
+        SampleCost::OnePass => wanted,
+        SampleCost::Iterative if on_cuda => wanted,
+        SampleCost::Iterative => wanted.min(if quick {
+            ITERATIVE_SAMPLES_QUICK
+        } else {
+            ITERATIVE_SAMPLES
+        }),
+    }
+}
+
+/// `nll`'s images and `-k`.
+pub fn nll_counts(cost: SampleCost, quick: bool) -> (usize, i64) {
+    match (cost, quick) {
+        (SampleCost::OnePass, true) => ONE_PASS_NLL_QUICK,
+        (SampleCost::OnePass, false) => ONE_PASS_NLL,
+        (SampleCost::Iterative, true) => ITERATIVE_NLL_QUICK,
+        (SampleCost::Iterative, false) => ITERATIVE_NLL,
+    }
+}
+
+/// One point of the FID-against-sampling-steps sweep.
+#[derive(Debug, Clone)]
+pub struct SweepPoint {
+    /// The real set the samples are scored against (a data spec).
+    pub real: String,
+    pub scheduler: String,
+    pub steps: usize,
+    /// Images sampled and scored (against as many real ones).
+    pub n: usize,
+    /// Wall seconds of the `sample` command per image (start-up and model load included).
+    pub sample_s_per_image: f64,
+    /// `metrics --features classifier` of the samples.
+    pub report: ImageMetricsReport,
+}
 
 /// The domain-classifier scores, with what they were computed on.
 #[derive(Debug, Clone)]
@@ -42,6 +104,10 @@ pub struct Measured {
     pub inception: Option<(usize, ImageMetricsReport)>,
     pub reconstruct: Option<ReconstructReport>,
     pub nll: Option<NllReport>,
+    /// The NLL is an iterative sampler's variational bound (`k` network evaluations).
+    pub nll_bound: bool,
+    /// FID against sampling steps, per scheduler, in the order measured.
+    pub sweep: Vec<SweepPoint>,
     pub modes: Option<ModeReport>,
     pub perplexity: Option<PerplexityReport>,
     /// Set by [`Step::ValidationLoss`]: the last logged `val_loss`, when there is one.
@@ -71,6 +137,7 @@ pub fn run_steps(
     let mut got = Measured::default();
     let res = steps.iter().try_for_each(|st| job.step(st, &mut got, m));
     m.scores = scores(&got);
+    m.tables = tables(&got);
     m.metrics = metrics_json(&got);
     m.feature_network = feature_network(&got);
     res
@@ -114,6 +181,125 @@ impl Job<'_> {
     /// The same picture's path relative to the report.
     fn rel(&self, name: &str) -> String {
         format!("img/{}-{name}", self.r.id)
+    }
+
+    /// Images a sampling step of this cost draws when eval asks for `wanted`.
+    fn sampled(&self, cost: SampleCost, wanted: usize) -> usize {
+        let on_cuda = self
+            .ctx
+            .g
+            .device
+            .as_deref()
+            .is_some_and(|d| d.starts_with("cuda"));
+        sample_count(wanted, cost, self.ctx.quick, on_cuda)
+    }
+
+    /// FID against sampling steps: for each scheduler and step count, `sample` (timed) into
+    /// `RUN/eval/sweep/S-K`, then `metrics` of that folder in the domain classifier's space;
+    /// then the plot with a line per scheduler.
+    fn sweep(
+        &self,
+        real: &str,
+        schedulers: &[String],
+        got: &mut Measured,
+        m: &mut ModelReport,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let cls = ctx
+            .classifier
+            .as_ref()
+            .context("FID against sampling steps needs the domain classifier")?;
+        let n = self.sampled(SampleCost::Iterative, ctx.samples);
+        let dir = self.ev.join("sweep");
+        for sch in schedulers {
+            for &k in sweep_steps(ctx.quick) {
+                let name = format!("{sch}-{k}");
+                let out = dir.join(&name);
+                // a folder left by an earlier eval may hold more (or other) images
+                if out.exists() {
+                    std::fs::remove_dir_all(&out)
+                        .with_context(|| format!("clearing {}", out.display()))?;
+                }
+                let t0 = Instant::now();
+                self.g.run(
+                    &[
+                        s(&["sample"]),
+                        vec![
+                            p(self.run),
+                            "-n".into(),
+                            n.to_string(),
+                            "--out".into(),
+                            p(&out),
+                            "--scheduler".into(),
+                            sch.clone(),
+                            "--steps".into(),
+                            k.to_string(),
+                        ],
+                    ]
+                    .concat(),
+                    &mut m.commands,
+                )?;
+                let secs = t0.elapsed().as_secs_f64();
+                let j = dir.join(format!("{name}.json"));
+                ctx.g.run(
+                    &[
+                        s(&["metrics", "--real", real, "--fake"]),
+                        vec![
+                            format!("folder:{}", p(&out)),
+                            "-n".into(),
+                            n.to_string(),
+                            "--features".into(),
+                            "classifier".into(),
+                            "--classifier".into(),
+                            p(cls),
+                            "--json".into(),
+                            p(&j),
+                        ],
+                    ]
+                    .concat(),
+                    &mut m.commands,
+                )?;
+                got.sweep.push(SweepPoint {
+                    real: real.to_string(),
+                    scheduler: sch.clone(),
+                    steps: k,
+                    n,
+                    sample_s_per_image: secs / n as f64,
+                    report: read_report(&j)?,
+                });
+            }
+        }
+        let series: Vec<plot::Series> = schedulers
+            .iter()
+            .map(|sch| plot::Series {
+                name: sch.clone(),
+                points: got
+                    .sweep
+                    .iter()
+                    .filter(|pt| &pt.scheduler == sch)
+                    .map(|pt| (pt.steps as f64, pt.report.fid))
+                    .collect(),
+            })
+            .collect();
+        plot::points_chart(
+            &self.img("fid-steps.png"),
+            &format!(
+                "{}: FID against sampling steps (step {})",
+                self.r.id, m.steps
+            ),
+            "sampling steps",
+            "FID (domain features)",
+            &series,
+            640,
+            380,
+        )?;
+        m.images.push((
+            format!(
+                "FID against sampling steps, one line per scheduler ({n} samples a point, domain classifier features)"
+            ),
+            self.rel("fid-steps.png"),
+        ));
+        Ok(())
     }
 
     /// Runs one step: its commands go into `m.commands`, its pictures into `m.images`, its
@@ -185,6 +371,7 @@ impl Job<'_> {
                 real,
                 translated,
                 train,
+                cost,
             } => {
                 let cls = ctx
                     .classifier
@@ -195,7 +382,7 @@ impl Job<'_> {
                         .clone()
                         .context("the translated set is scored after the translate step")?
                 } else {
-                    (p(run), ctx.samples)
+                    (p(run), self.sampled(*cost, ctx.samples))
                 };
                 let dj = ev.join("metrics-domain.json");
                 let mut args = vec![
@@ -236,8 +423,8 @@ impl Job<'_> {
                     report,
                 });
             }
-            Step::InceptionFid { real } => {
-                let k = ctx.inception_samples;
+            Step::InceptionFid { real, cost } => {
+                let k = self.sampled(*cost, ctx.inception_samples);
                 if k == 0 {
                     return Ok(());
                 }
@@ -286,26 +473,30 @@ impl Job<'_> {
                     );
                 }
             }
-            Step::Nll => {
-                let (n, k) = if ctx.quick { (500, 1000) } else { (2000, 5000) };
+            Step::SchedulerSweep { real, schedulers } => {
+                self.sweep(real, schedulers, got, m)?;
+            }
+            Step::Nll { cost } => {
+                let (n, k) = nll_counts(*cost, ctx.quick);
                 let nj = ev.join("nll.json");
-                g.run(
-                    &[
-                        s(&["nll"]),
-                        vec![
-                            p(run),
-                            "-n".into(),
-                            n.to_string(),
-                            "-k".into(),
-                            k.to_string(),
-                            "--json".into(),
-                            p(&nj),
-                        ],
-                    ]
-                    .concat(),
-                    cmds,
-                )?;
+                let mut args = vec![
+                    "nll".to_string(),
+                    p(run),
+                    "-n".into(),
+                    n.to_string(),
+                    "-k".into(),
+                    k.to_string(),
+                    "--json".into(),
+                    p(&nj),
+                ];
+                let bound = *cost == SampleCost::Iterative;
+                if bound {
+                    // the bound of the weights that are sampled
+                    args.push("--ema".into());
+                }
+                g.run(&args, cmds)?;
                 got.nll = Some(read_report(&nj)?);
+                got.nll_bound = bound;
             }
             Step::ModeCoverage { real, n } => {
                 let mj = ev.join("modes.json");
@@ -417,10 +608,21 @@ pub fn scores(got: &Measured) -> Vec<(String, String)> {
         );
     }
     if let Some(nll) = &got.nll {
-        push(
-            format!("test NLL ({} images, k = {})", nll.n, nll.k),
-            format!("{:.2} nats", nll.nll_nats),
-        );
+        if got.nll_bound {
+            push(
+                format!(
+                    "test NLL bound ({} images, k = {} network evaluations)",
+                    nll.n, nll.k
+                ),
+                format!("{:.2} nats", nll.nll_nats),
+            );
+            push("bits/dim".into(), format!("{:.3}", nll.bits_per_dim));
+        } else {
+            push(
+                format!("test NLL ({} images, k = {})", nll.n, nll.k),
+                format!("{:.2} nats", nll.nll_nats),
+            );
+        }
     }
     if let Some(rec) = &got.reconstruct {
         push(
@@ -463,11 +665,58 @@ pub fn scores(got: &Measured) -> Vec<(String, String)> {
     if let Some((k, i)) = &got.inception {
         push(format!("Inception FID ({k})"), format!("{:.1}", i.fid));
     }
+    if let Some(best) = got
+        .sweep
+        .iter()
+        .filter(|pt| pt.report.fid.is_finite())
+        .min_by(|a, b| a.report.fid.total_cmp(&b.report.fid))
+    {
+        push(
+            format!("best FID of the step sweep ({} a point)", best.n),
+            format!(
+                "{:.1} ({} {} steps)",
+                best.report.fid, best.scheduler, best.steps
+            ),
+        );
+    }
     v
 }
 
+/// The model section's tables: FID against sampling steps, a row per (scheduler, steps).
+pub fn tables(got: &Measured) -> Vec<Table> {
+    let Some(first) = got.sweep.first() else {
+        return Vec::new();
+    };
+    vec![Table {
+        caption: format!(
+            "FID against sampling steps: `sample --scheduler S --steps K`, {} samples a point scored against `{}` \
+             in the domain classifier's features; s / image is the `sample` command's wall time over the \
+             images (start-up and model load included)",
+            first.n, first.real
+        ),
+        header: ["scheduler", "steps", "FID", "precision", "recall", "s / image"]
+            .map(String::from)
+            .to_vec(),
+        rows: got
+            .sweep
+            .iter()
+            .map(|pt| {
+                vec![
+                    pt.scheduler.clone(),
+                    pt.steps.to_string(),
+                    format!("{:.1}", pt.report.fid),
+                    format!("{:.3}", pt.report.precision),
+                    format!("{:.3}", pt.report.recall),
+                    format!("{:.3}", pt.sample_s_per_image),
+                ]
+            })
+            .collect(),
+    }]
+}
+
 /// Every report as the binary wrote it, for results.json: a points or text model's one report
-/// as it is, an image model's reports by name (domain, inception, nll, reconstruct).
+/// as it is, an image model's reports by name (domain, inception, nll, reconstruct, and
+/// `schedulers`: the FID-against-steps points with their sampling times).
 pub fn metrics_json(got: &Measured) -> Value {
     fn json<T: Serialize>(t: &T) -> Value {
         serde_json::to_value(t).unwrap_or(Value::Null)
@@ -490,6 +739,22 @@ pub fn metrics_json(got: &Measured) -> Value {
     }
     if let Some(r) = &got.reconstruct {
         o.insert("reconstruct".into(), json(r));
+    }
+    if !got.sweep.is_empty() {
+        let pts: Vec<Value> = got
+            .sweep
+            .iter()
+            .map(|pt| {
+                serde_json::json!({
+                    "scheduler": pt.scheduler,
+                    "steps": pt.steps,
+                    "n": pt.n,
+                    "sample_s_per_image": pt.sample_s_per_image,
+                    "metrics": json(&pt.report),
+                })
+            })
+            .collect();
+        o.insert("schedulers".into(), Value::Array(pts));
     }
     if o.is_empty() {
         Value::Null

@@ -234,6 +234,26 @@ pub fn eval(opts: Opts) -> Result<()> {
     } else {
         None
     };
+    if plans
+        .iter()
+        .flat_map(|(_, p)| p)
+        .any(|s| matches!(s, Step::SchedulerSweep { .. }))
+    {
+        let n = measure::sample_count(samples, plan::SampleCost::Iterative, quick, on_cuda);
+        let (nll_n, nll_k) = measure::nll_counts(plan::SampleCost::Iterative, quick);
+        let steps: Vec<String> = measure::sweep_steps(quick)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        notes.push(format!(
+            "Models that sample through a scheduler (`schedulers`: a network pass per sampling step) are scored on \
+             {n} samples{} with their default sampler, their test NLL is the variational bound on {nll_n} images with \
+             `-k {nll_k}` network evaluations each (EMA weights), and FID against sampling steps is measured for each \
+             of the recipe's schedulers at {} steps, {n} samples a point (domain classifier features).",
+            if on_cuda { "" } else { " (capped on a CPU)" },
+            steps.join(", ")
+        ));
+    }
 
     let ctx = Ctx {
         g: &g,
@@ -557,6 +577,165 @@ mod tests {
             ]
         );
         assert_eq!((m.steps, m.planned_steps, m.train_s), (20, 1000, 2.5));
+    }
+
+    #[test]
+    fn a_model_with_schedulers_gets_fid_against_steps_in_its_report() {
+        let (m, err) = measure_with_fake_binary("ddpm", false, true);
+        assert_eq!(err, "");
+        let mut want = vec![
+            "genmodels train ddpm --data fashion-mnist --out OUT/runs/ddpm --steps 20000 --batch-size 64 \
+             --time-budget 60s --force --ema 0.99 --lr-schedule warmup:100 --sample-every 500 \
+             --checkpoint-every 100 --log-every 25 --eval-batches 4"
+                .to_string(),
+            // the main grid as for any image model
+            "genmodels sample OUT/runs/ddpm -n 64 --out OUT/runs/ddpm/eval/grid".into(),
+            // an iterative sampler's scores draw fewer samples on a CPU
+            "genmodels metrics --real fashion-mnist:test --fake OUT/runs/ddpm -n 250 --features classifier \
+             --classifier OUT/cls.safetensors --json OUT/runs/ddpm/eval/metrics-domain.json --train fashion-mnist"
+                .into(),
+        ];
+        for sch in ["ddim", "dpm-solver++"] {
+            for k in [5, 10, 20] {
+                let d = format!("OUT/runs/ddpm/eval/sweep/{sch}-{k}");
+                want.push(format!(
+                    "genmodels sample OUT/runs/ddpm -n 250 --out {d} --scheduler {sch} --steps {k}"
+                ));
+                want.push(format!(
+                    "genmodels metrics --real fashion-mnist:test --fake folder:{d} -n 250 --features classifier \
+                     --classifier OUT/cls.safetensors --json {d}.json"
+                ));
+            }
+        }
+        // the bound of the sampled weights, with few network evaluations
+        want.push(
+            "genmodels nll OUT/runs/ddpm -n 200 -k 20 --json OUT/runs/ddpm/eval/nll.json --ema"
+                .into(),
+        );
+        assert_eq!(m.commands, want);
+        let captions: Vec<&str> = m.images.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            captions,
+            [
+                "samples at step 20",
+                "FID against sampling steps, one line per scheduler (250 samples a point, domain classifier features)",
+                "training curves"
+            ]
+        );
+        assert_eq!(m.images[1].1, "img/ddpm-fid-steps.png");
+        // the table: a row per (scheduler, steps)
+        assert_eq!(m.tables.len(), 1);
+        let t = &m.tables[0];
+        assert!(
+            t.caption.starts_with("FID against sampling steps")
+                && t.caption.contains(
+                    "250 samples a point scored against `fashion-mnist:test` in the domain classifier's features"
+                )
+                && !t.caption.contains("  "),
+            "{}",
+            t.caption
+        );
+        assert_eq!(
+            t.header,
+            [
+                "scheduler",
+                "steps",
+                "FID",
+                "precision",
+                "recall",
+                "s / image"
+            ]
+        );
+        let rows: Vec<String> = t.rows.iter().map(|r| r[..3].join(" ")).collect();
+        assert_eq!(
+            rows,
+            [
+                "ddim 5 20.5",
+                "ddim 10 10.5",
+                "ddim 20 5.5",
+                "dpm-solver++ 5 21.5",
+                "dpm-solver++ 10 11.5",
+                "dpm-solver++ 20 6.5"
+            ]
+        );
+        assert!(t.rows.iter().all(|r| r[5].parse::<f64>().unwrap() >= 0.0));
+        let labels: Vec<&str> = m.scores.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "test NLL bound (200 images, k = 20 network evaluations)",
+                "bits/dim",
+                "FID (250)",
+                "KID",
+                "precision",
+                "recall",
+                "density",
+                "coverage",
+                "best FID of the step sweep (250 a point)"
+            ]
+        );
+        assert_eq!(m.scores[1].1, "4.316");
+        assert_eq!(m.scores.last().unwrap().1, "5.5 (ddim 20 steps)");
+        // the main FID is the default sampler's, apart from the sweep
+        assert_eq!(m.scores[2], ("FID (250)".into(), "21.2".into()));
+        let sweep = m.metrics["schedulers"].as_array().unwrap();
+        assert_eq!(sweep.len(), 6);
+        assert_eq!(sweep[3]["scheduler"], "dpm-solver++");
+        assert_eq!(sweep[3]["steps"], 5);
+        assert_eq!(sweep[3]["metrics"]["fid"], 21.5);
+
+        // ... and the pages show the table and the plot
+        let dir = tempfile::tempdir().unwrap();
+        let r = Report {
+            models: vec![m],
+            ..Default::default()
+        };
+        r.write(dir.path()).unwrap();
+        let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(
+            md.contains("| scheduler | steps | FID | precision | recall | s / image |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| dpm-solver++ | 20 | 6.5 | 0.500 | 0.250 |"),
+            "{md}"
+        );
+        assert!(md.contains("(img/ddpm-fid-steps.png)"), "{md}");
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains("<table class=\"model-table\"><caption>FID against sampling steps"));
+        assert!(html.contains("<img src=\"img/ddpm-fid-steps.png\""));
+
+        // the full budget: more samples and steps, the Inception FID capped too
+        let (m, err) = measure_with_fake_binary("ddpm", false, false);
+        assert_eq!(err, "");
+        let has = |c: &str| m.commands.iter().any(|x| x.contains(c));
+        assert!(has("--fake OUT/runs/ddpm -n 1000 --features classifier"));
+        assert!(has(
+            "metrics --real fashion-mnist:test --fake OUT/runs/ddpm -n 1000 --json"
+        ));
+        assert!(has(
+            "--out OUT/runs/ddpm/eval/sweep/dpm-solver++-50 --scheduler dpm-solver++ --steps 50"
+        ));
+        assert!(!has("/sweep/ddim-5 "));
+        assert!(has(
+            "nll OUT/runs/ddpm -n 1000 -k 50 --json OUT/runs/ddpm/eval/nll.json --ema"
+        ));
+        assert_eq!(m.tables[0].rows.len(), 6);
+    }
+
+    #[test]
+    fn iterative_samplers_are_capped_on_a_cpu_only() {
+        use plan::SampleCost::{Iterative, OnePass};
+        assert_eq!(measure::sample_count(2000, OnePass, true, false), 2000);
+        assert_eq!(measure::sample_count(2000, Iterative, true, false), 250);
+        assert_eq!(measure::sample_count(5000, Iterative, false, false), 1000);
+        assert_eq!(measure::sample_count(100, Iterative, true, false), 100);
+        assert_eq!(measure::sample_count(5000, Iterative, false, true), 5000);
+        assert_eq!(measure::sample_count(0, Iterative, false, false), 0);
+        assert_eq!(measure::nll_counts(OnePass, false), (2000, 5000));
+        assert_eq!(measure::nll_counts(Iterative, true), (200, 20));
+        assert_eq!(measure::sweep_steps(true), [5, 10, 20]);
+        assert_eq!(measure::sweep_steps(false), [10, 20, 50]);
     }
 
     #[test]

@@ -7,6 +7,29 @@ use anyhow::{bail, Result};
 use genmodels_contracts::capability::ModelList;
 use genmodels_contracts::{Capability, ModelInfo, Output};
 
+/// What drawing one sample (or scoring one image's likelihood) costs the model, from its
+/// capabilities: it decides how many images the sampling steps draw and what `nll -k` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleCost {
+    /// One network pass per sample (GANs, VAEs); `nll -k` counts importance samples.
+    OnePass,
+    /// A network pass per sampling step (models with `schedulers`): on a CPU the image scores
+    /// draw fewer samples, and `nll`'s bound runs the network `k` times per image, so `k` is
+    /// small and the sampled (EMA) weights are scored.
+    Iterative,
+}
+
+impl SampleCost {
+    /// The cost of sampling a model: iterative when it samples through a scheduler.
+    pub fn of(info: &ModelInfo) -> SampleCost {
+        if info.has(Capability::Schedulers) {
+            SampleCost::Iterative
+        } else {
+            SampleCost::OnePass
+        }
+    }
+}
+
 /// One measurement of a trained run, in the order they run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -28,14 +51,23 @@ pub enum Step {
         real: String,
         translated: bool,
         train: Option<String>,
+        cost: SampleCost,
     },
     /// `metrics` in the FID Inception network's space (skipped when eval asks for no
     /// Inception samples).
-    InceptionFid { real: String },
+    InceptionFid { real: String, cost: SampleCost },
+    /// For each scheduler and a few step counts: `sample RUN -n N --out DIR --scheduler S
+    /// --steps K` (timed), then `metrics --real REAL --fake folder:DIR --features classifier`:
+    /// FID against sampling steps, a table and a plot with a line per scheduler.
+    SchedulerSweep {
+        real: String,
+        schedulers: Vec<String>,
+    },
     /// `reconstruct RUN -n N --out PNG --json F`; `codebook`: its codebook scores are shown.
     Reconstruct { codebook: bool },
-    /// `nll RUN -n N -k K --json F`: the importance-sampled test NLL.
-    Nll,
+    /// `nll RUN -n N -k K --json F`: the importance-sampled test NLL (an iterative sampler's
+    /// variational bound, with `--ema`).
+    Nll { cost: SampleCost },
     /// `metrics --real MIXTURE --fake RUN -n N --json F`: modes covered.
     ModeCoverage { real: String, n: usize },
     /// `sample RUN -n N --out DIR` and a scatter of the points over the mixture's modes.
@@ -59,8 +91,9 @@ impl Step {
             Step::Translate { .. } => "translation",
             Step::DomainMetrics { .. } => "domain metrics",
             Step::InceptionFid { .. } => "Inception FID",
+            Step::SchedulerSweep { .. } => "FID against sampling steps",
             Step::Reconstruct { .. } => "reconstructions",
-            Step::Nll => "test NLL",
+            Step::Nll { .. } => "test NLL",
             Step::ModeCoverage { .. } => "mode coverage",
             Step::Scatter { .. } => "scatter",
             Step::ValidationLoss => "validation loss",
@@ -82,7 +115,10 @@ impl Step {
 
     /// Whether the step needs the domain classifier.
     pub fn needs_classifier(&self) -> bool {
-        matches!(self, Step::DomainMetrics { .. })
+        matches!(
+            self,
+            Step::DomainMetrics { .. } | Step::SchedulerSweep { .. }
+        )
     }
 }
 
@@ -160,9 +196,11 @@ pub fn plan(r: &Recipe, info: &ModelInfo) -> Result<Vec<Step>> {
                 real: t.target.clone(),
                 translated: true,
                 train: None,
+                cost: SampleCost::OnePass,
             });
         }
         Output::Images => {
+            let cost = SampleCost::of(info);
             let caption = r.grid_caption.clone().or_else(|| {
                 info.has(Capability::ClassConditional)
                     .then(|| "class x sample: column c is class c".to_string())
@@ -177,17 +215,25 @@ pub fn plan(r: &Recipe, info: &ModelInfo) -> Result<Vec<Step>> {
                 real: r.real.clone(),
                 translated: false,
                 train: Some(r.train_set.clone()),
+                cost,
             });
             steps.push(Step::InceptionFid {
                 real: r.real.clone(),
+                cost,
             });
+            if info.has(Capability::Schedulers) {
+                steps.push(Step::SchedulerSweep {
+                    real: r.real.clone(),
+                    schedulers: r.schedulers.clone(),
+                });
+            }
             if info.has(Capability::Reconstruction) {
                 steps.push(Step::Reconstruct {
                     codebook: info.has(Capability::Codebook),
                 });
             }
             if info.has(Capability::Likelihood) {
-                steps.push(Step::Nll);
+                steps.push(Step::Nll { cost });
             }
         }
     }
@@ -270,10 +316,14 @@ mod tests {
             Step::DomainMetrics {
                 real: "fashion-mnist:test".into(),
                 translated: false,
-                train: Some("fashion-mnist".into())
+                train: Some("fashion-mnist".into()),
+                cost: SampleCost::OnePass
             }
         );
-        assert!(!p.contains(&Step::Nll), "no likelihood, no nll");
+        assert!(
+            !p.iter().any(|s| matches!(s, Step::Nll { .. })),
+            "no likelihood, no nll"
+        );
         assert_eq!(
             plan_of("stylegan2")[1],
             Step::Interpolate {
@@ -312,15 +362,99 @@ mod tests {
         // VAE-GAN reconstructs but has no likelihood; VQ-VAE has a codebook and no latent walk.
         let vaegan = plan_of("vaegan");
         assert!(vaegan.contains(&Step::Reconstruct { codebook: false }));
-        assert!(!vaegan.contains(&Step::Nll));
+        assert!(!vaegan.iter().any(|s| matches!(s, Step::Nll { .. })));
         let vq = plan_of("vqvae");
         assert!(vq.contains(&Step::Reconstruct { codebook: true }));
         assert!(!vq.iter().any(|s| matches!(s, Step::Interpolate { .. })));
-        assert!(!vq.contains(&Step::Nll));
+        assert!(!vq.iter().any(|s| matches!(s, Step::Nll { .. })));
         // The same recipe with a model that declares likelihood gets the NLL.
         let mut info = list().get("vqvae").unwrap().clone();
         info.capabilities.push(Capability::Likelihood);
-        assert!(plan(recipe("vqvae"), &info).unwrap().contains(&Step::Nll));
+        assert!(plan(recipe("vqvae"), &info).unwrap().contains(&Step::Nll {
+            cost: SampleCost::OnePass
+        }));
+    }
+
+    #[test]
+    fn a_model_with_schedulers_gets_fid_against_sampling_steps() {
+        let p = plan_of("ddpm");
+        assert_eq!(
+            labels(&p),
+            [
+                "sample grid",
+                "domain metrics",
+                "Inception FID",
+                "FID against sampling steps",
+                "test NLL",
+                "loss curves"
+            ]
+        );
+        // the main grid as for any image model
+        assert_eq!(
+            p[0],
+            Step::SampleGrid {
+                n: 64,
+                caption: None
+            }
+        );
+        assert_eq!(
+            p[3],
+            Step::SchedulerSweep {
+                real: "fashion-mnist:test".into(),
+                schedulers: vec!["ddim".into(), "dpm-solver++".into()]
+            }
+        );
+        assert!(p[3].needs_classifier() && !p[3].runs_feature_network());
+        // sampling and the likelihood bound cost a network pass per step: every sampling step
+        // and the NLL know it
+        assert_eq!(
+            p[1],
+            Step::DomainMetrics {
+                real: "fashion-mnist:test".into(),
+                translated: false,
+                train: Some("fashion-mnist".into()),
+                cost: SampleCost::Iterative
+            }
+        );
+        assert_eq!(
+            p[2],
+            Step::InceptionFid {
+                real: "fashion-mnist:test".into(),
+                cost: SampleCost::Iterative
+            }
+        );
+        assert_eq!(
+            p[4],
+            Step::Nll {
+                cost: SampleCost::Iterative
+            }
+        );
+        // the class-conditional one gets the class grid as well
+        let c = plan_of("ddpm-cond");
+        assert!(
+            matches!(&c[0], Step::SampleGrid { n: 100, caption: Some(t) } if t.starts_with("class x sample"))
+        );
+        assert!(c.iter().any(|s| matches!(s, Step::SchedulerSweep { .. })));
+        // The capability decides, not the name: without `schedulers` the same model gets no
+        // sweep and one-pass counts; a GAN that declares it gets the sweep.
+        let mut info = list().get("ddpm").unwrap().clone();
+        info.capabilities.retain(|c| *c != Capability::Schedulers);
+        let p = plan(recipe("ddpm"), &info).unwrap();
+        assert!(!p.iter().any(|s| matches!(s, Step::SchedulerSweep { .. })));
+        assert!(p.contains(&Step::Nll {
+            cost: SampleCost::OnePass
+        }));
+        let mut info = list().get("dcgan").unwrap().clone();
+        info.capabilities.push(Capability::Schedulers);
+        let mut r = recipe("dcgan").clone();
+        r.schedulers = vec!["euler".into()];
+        assert!(plan(&r, &info).unwrap().contains(&Step::SchedulerSweep {
+            real: "fashion-mnist:test".into(),
+            schedulers: vec!["euler".into()]
+        }));
+        assert!(!plan_of("dcgan")
+            .iter()
+            .any(|s| matches!(s, Step::SchedulerSweep { .. })));
     }
 
     #[test]
@@ -341,7 +475,8 @@ mod tests {
                 Step::DomainMetrics {
                     real: "fashion-mnist:test@9".into(),
                     translated: true,
-                    train: None
+                    train: None,
+                    cost: SampleCost::OnePass
                 },
                 Step::LossCurves
             ]

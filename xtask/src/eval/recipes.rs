@@ -75,6 +75,10 @@ pub struct Recipe {
     /// Translation models: what is translated, and what the translations are scored against.
     #[serde(default)]
     pub translate: Option<TranslateSpec>,
+    /// Models with `schedulers`: the samplers (`sample --scheduler`) whose FID against
+    /// sampling steps the report plots.
+    #[serde(default = "two_schedulers")]
+    pub schedulers: Vec<String>,
 }
 
 /// The two domains of a translation recipe.
@@ -108,6 +112,11 @@ fn side28() -> usize {
 fn one_channel() -> usize {
     1
 }
+/// DDIM (Song et al. 2021) and DPM-Solver++ (Lu et al. 2022): the two samplers a few-step
+/// comparison is usually about.
+fn two_schedulers() -> Vec<String> {
+    vec!["ddim".into(), "dpm-solver++".into()]
+}
 fn fmnist() -> String {
     "fashion-mnist".into()
 }
@@ -134,6 +143,12 @@ impl RecipeBook {
             if r.grid == 0 || r.points == 0 {
                 bail!(
                     "xtask/recipes.toml: recipe `{}` needs grid > 0 and points > 0",
+                    r.id
+                );
+            }
+            if r.schedulers.is_empty() || r.schedulers.iter().any(|s| s.trim().is_empty()) {
+                bail!(
+                    "xtask/recipes.toml: recipe `{}` needs at least one scheduler name in `schedulers` (or none of the field: ddim and dpm-solver++)",
                     r.id
                 );
             }
@@ -292,11 +307,11 @@ mod tests {
     #[test]
     fn the_recipe_file_parses_with_known_families_and_unique_ids() {
         let b = RecipeBook::parse(RECIPES_TOML).unwrap();
-        assert_eq!(b.families(), ["gan", "transformer", "vae"]);
-        assert_eq!(b.planned_families, ["diffusion", "ebm"]);
+        assert_eq!(b.families(), ["gan", "transformer", "vae", "diffusion"]);
+        assert_eq!(b.planned_families, ["ebm"]);
         for r in &b.recipes {
             assert!(
-                ["gan", "transformer", "vae"].contains(&r.family.as_str()),
+                ["gan", "transformer", "vae", "diffusion"].contains(&r.family.as_str()),
                 "{}: family {}",
                 r.id,
                 r.family
@@ -312,9 +327,16 @@ mod tests {
             .collect();
         assert_eq!(
             defaults,
-            ["dcgan", "grid25-plain", "grid25-wgangp", "gpt-mini", "vae"]
+            [
+                "dcgan",
+                "grid25-plain",
+                "grid25-wgangp",
+                "gpt-mini",
+                "vae",
+                "ddpm"
+            ]
         );
-        assert_eq!(b.recipes.len(), 15);
+        assert_eq!(b.recipes.len(), 17);
     }
 
     #[test]
@@ -353,6 +375,18 @@ mod tests {
             ("grid25", 2500, 0.5, true)
         );
         assert_eq!(g.args.join(" "), "--sample-every 5000 --checkpoint-every 1000 --seed 1 --set loss=wasserstein --set gp_lambda=0.1 --set n_critic=5 --set lr=1e-4 --set beta2=0.9");
+        // the diffusion reference: the two samplers of the FID-against-steps plot by default
+        let dd = get("ddpm");
+        assert_eq!(
+            (dd.family.as_str(), dd.data.as_str(), dd.default),
+            ("diffusion", "fashion-mnist", true)
+        );
+        assert_eq!(dd.schedulers, ["ddim", "dpm-solver++"]);
+        assert!(dd
+            .args
+            .join(" ")
+            .starts_with("--ema 0.99 --lr-schedule warmup:100"));
+        assert_eq!(get("ddpm-cond").grid, 100);
     }
 
     #[test]
@@ -370,15 +404,33 @@ mod tests {
         assert!(RecipeBook::parse(&typo).is_err());
         let zero = one.replace("steps = 1", "steps = 0");
         assert!(RecipeBook::parse(&zero).is_err());
+        assert_eq!(b.recipes[0].schedulers, ["ddim", "dpm-solver++"]);
+        let none = one.replace("batch = 1", "batch = 1\nschedulers = []");
+        let e = RecipeBook::parse(&none).unwrap_err().to_string();
+        assert!(e.contains("schedulers"), "{e}");
+        let planned = format!("planned_families = [\"gan\"]\n{one}");
+        let e = RecipeBook::parse(&planned).unwrap_err().to_string();
+        assert!(e.contains("planned"), "{e}");
     }
 
     #[test]
     fn selection_by_family_and_model() {
         assert_eq!(
             sel(&[], &[]).unwrap(),
-            ["dcgan", "grid25-plain", "grid25-wgangp", "gpt-mini", "vae"]
+            [
+                "dcgan",
+                "grid25-plain",
+                "grid25-wgangp",
+                "gpt-mini",
+                "vae",
+                "ddpm"
+            ]
         );
         assert_eq!(sel(&["vae"], &[]).unwrap(), ["vae"]);
+        assert_eq!(sel(&["diffusion"], &[]).unwrap(), ["ddpm"]);
+        // `--model ddpm` is the recipe of that id, not every recipe of a model named alike
+        assert_eq!(sel(&[], &["ddpm"]).unwrap(), ["ddpm"]);
+        assert_eq!(sel(&[], &["ddpm-cond"]).unwrap(), ["ddpm-cond"]);
         assert_eq!(sel(&["transformer"], &[]).unwrap(), ["gpt-mini"]);
         // a model name selects every recipe of that model
         assert_eq!(
@@ -389,11 +441,11 @@ mod tests {
             sel(&[], &["stylegan2", "dcgan"]).unwrap(),
             ["stylegan2", "dcgan"]
         );
-        let e = sel(&["diffusion"], &[]).unwrap_err().to_string();
+        let e = sel(&["ebm"], &[]).unwrap_err().to_string();
         assert!(e.contains("not built yet"), "{e}");
         let e = sel(&["gann"], &[]).unwrap_err().to_string();
         assert!(
-            e.contains("unknown family") && e.contains("gan, transformer, vae"),
+            e.contains("unknown family") && e.contains("gan, transformer, vae, diffusion"),
             "{e}"
         );
         let e = sel(&[], &["nope"]).unwrap_err().to_string();
@@ -409,7 +461,7 @@ mod tests {
     fn the_help_texts_come_from_the_recipe_file() {
         let f = family_help();
         assert!(
-            f.contains("(gan, transformer, vae;") && f.contains("diffusion, ebm)"),
+            f.contains("(gan, transformer, vae, diffusion;") && f.contains("not built yet: ebm)"),
             "{f}"
         );
         let m = model_help();
@@ -417,7 +469,7 @@ mod tests {
             assert!(m.contains(&r.id) && m.contains(&r.model), "{m}");
         }
         assert!(
-            m.contains("default: dcgan, grid25-plain, grid25-wgangp, gpt-mini, vae"),
+            m.contains("default: dcgan, grid25-plain, grid25-wgangp, gpt-mini, vae, ddpm"),
             "{m}"
         );
     }

@@ -65,6 +65,26 @@ pub fn nll() -> NllReport {
         z_dim: Some(50),
         unit_activity: vec![],
         preparation: "dynamic binarisation".into(),
+        estimator: "importance sampling, k = 5000".into(),
+        ema: false,
+    }
+}
+
+/// A diffusion model's `nll --ema` report: a variational bound, no latent units.
+pub fn nll_bound() -> NllReport {
+    NllReport {
+        model: "ddpm".into(),
+        n: 200,
+        k: 20,
+        nll_nats: 2345.678,
+        bits_per_dim: 4.3164,
+        negative_elbo_nats: 2400.0,
+        active_units: None,
+        z_dim: None,
+        preparation: "8-bit pixels in [-1, 1], no dequantisation".into(),
+        estimator: "variational bound (an upper bound on -log p(x))".into(),
+        ema: true,
+        ..nll()
     }
 }
 
@@ -127,7 +147,7 @@ pub fn manifest(steps: u64) -> RunManifest {
 
 /// Writes a fake `genmodels` into `dir`: a shell script that answers every verb eval uses
 /// as the contracts say (a run folder for `train`, the reports for `--json`, a few files for
-/// `sample`), copying the fixtures above. `codebook`: the reconstruct report has codebook
+/// `sample`; `nll --ema` a diffusion bound), copying the fixtures above. `codebook`: the reconstruct report has codebook
 /// scores.
 pub fn fake_genmodels(dir: &Path, codebook: bool) -> PathBuf {
     let fx = dir.join("fixtures");
@@ -144,6 +164,10 @@ pub fn fake_genmodels(dir: &Path, codebook: bool) -> PathBuf {
     );
     put("modes.json", genmodels_contracts::to_json_pretty(&modes()));
     put("nll.json", genmodels_contracts::to_json_pretty(&nll()));
+    put(
+        "nll-bound.json",
+        genmodels_contracts::to_json_pretty(&nll_bound()),
+    );
     put(
         "reconstruct.json",
         genmodels_contracts::to_json_pretty(&reconstruct(codebook)),
@@ -172,9 +196,16 @@ case $verb in
   sample) mkdir -p "$out/overview"; cp "$FX/pic.png" "$out/overview/grid.png"; printf '0.1,0.2\n1.0,1.0\n' > "$out/points.csv" ;;
   interpolate) cp "$FX/pic.png" "$out" ;;
   translate) mkdir -p "$out" ;;
-  metrics) if [ "$real" = grid25 ]; then cp "$FX/modes.json" "$json"; else cp "$FX/metrics.json" "$json"; fi ;;
+  metrics)
+    fake=$(arg --fake "$@")
+    if [ "$real" = grid25 ]; then cp "$FX/modes.json" "$json"
+    elif [[ $fake == folder:*/sweep/* ]]; then
+      # a sweep point: FID 100/K + 0.5, one more for the second scheduler
+      k=${{fake##*-}}; v=$((100 / k)); if [[ $fake == */sweep/dpm* ]]; then v=$((v + 1)); fi
+      sed "s/\"fid\": 21.2,/\"fid\": $v.5,/" "$FX/metrics.json" > "$json"
+    else cp "$FX/metrics.json" "$json"; fi ;;
   reconstruct) cp "$FX/pic.png" "$out"; cp "$FX/reconstruct.json" "$json" ;;
-  nll) cp "$FX/nll.json" "$json" ;;
+  nll) if [[ " $* " == *" --ema "* ]]; then cp "$FX/nll-bound.json" "$json"; else cp "$FX/nll.json" "$json"; fi ;;
   perplexity) cp "$FX/perplexity.json" "$json" ;;
   generate) echo "Call me Ishmael. Some years ago" ;;
   *) echo "fake genmodels: no verb $verb" >&2; exit 2 ;;

@@ -1,7 +1,7 @@
 //! `genmodels cas`: Classification Accuracy Score of any class-conditional run.
 
 use crate::common::{bar, need, open_run, write_json, Weights};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use genmodels_contracts::reports::CasReport;
 use genmodels_core::data::{DataSpec, Dataset, DynDataset, InMemory, Subset};
@@ -39,6 +39,12 @@ pub struct CasArgs {
     seed: u64,
     #[arg(long)]
     device: Option<String>,
+    /// Also write the generated images here (one PNG each, classes `i mod K`, and
+    /// overview/grid.png with one class per column), so the same images score as `folder:DIR`.
+    #[arg(long)]
+    save_samples: Option<PathBuf>,
+    #[command(flatten)]
+    sampler: super::sample::SamplerArgs,
 }
 
 /// Two labelled datasets one after the other.
@@ -76,6 +82,16 @@ pub fn cas(a: CasArgs) -> Result<()> {
         Weights::Sampling { no_ema: false },
     )?;
     let name = run.name();
+    if let Some(c) = a.sampler.apply(run.model.as_mut(), name)? {
+        eprintln!(
+            "sampler: {} with {} steps{}",
+            c.scheduler,
+            c.steps,
+            c.guidance_scale
+                .map(|g| format!(", guidance {g}"))
+                .unwrap_or_default()
+        );
+    }
     let g = need(
         run.model.as_class_conditional(),
         "cas",
@@ -105,8 +121,24 @@ pub fn cas(a: CasArgs) -> Result<()> {
         b.set_position(done as u64);
     }
     b.finish();
+    let all = tch::Tensor::cat(&xs, 0);
+    if let Some(dir) = &a.save_samples {
+        std::fs::create_dir_all(dir.join("overview"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        genmodels_core::image_io::save_each(&all, dir, "sample", 0)?;
+        let rows = (a.n / k).clamp(1, 10);
+        let shown = (rows * k).min(a.n) as i64;
+        let grid = dir.join("overview").join("grid.png");
+        genmodels_core::image_io::save_grid(&all.narrow(0, 0, shown), k as i64, 2, &grid)?;
+        eprintln!(
+            "wrote {} generated images to {} (class x sample grid: {})",
+            a.n,
+            dir.display(),
+            grid.display()
+        );
+    }
     let fake: DynDataset = Arc::new(InMemory::new(
-        &tch::Tensor::cat(&xs, 0),
+        &all,
         &tch::Tensor::cat(&ys, 0),
         k,
         "generated",

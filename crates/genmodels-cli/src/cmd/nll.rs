@@ -37,9 +37,13 @@ pub struct ScoredSet {
 pub struct NllArgs {
     #[command(flatten)]
     set: ScoredSet,
-    /// Importance samples per image.
+    /// Importance samples per image (a diffusion model: network evaluations per image for its
+    /// variational bound, all of them at k >= its training timesteps).
     #[arg(short, long, default_value_t = 5000)]
     k: i64,
+    /// Score the EMA weights when the run keeps them (diffusion models are sampled from them).
+    #[arg(long)]
+    ema: bool,
 }
 
 /// Images scored per pass.
@@ -50,7 +54,12 @@ pub fn nll(a: NllArgs) -> Result<()> {
     if s.n == 0 || k < 1 {
         bail!("-n and -k must be at least 1");
     }
-    let (mut run, device) = open_run(&s.run_dir, s.device.as_deref(), Weights::Raw)?;
+    let weights = if a.ema {
+        Weights::Sampling { no_ema: false }
+    } else {
+        Weights::Raw
+    };
+    let (mut run, device) = open_run(&s.run_dir, s.device.as_deref(), weights)?;
     let name = run.name();
     let m = need(
         run.model.as_likelihood(),
@@ -115,6 +124,8 @@ pub fn nll(a: NllArgs) -> Result<()> {
         z_dim,
         unit_activity: activity,
         preparation: m.preparation(),
+        estimator: m.estimator(k),
+        ema: a.ema,
     };
     println!("{:<28} {:>10}", "metric", "value");
     println!(
@@ -133,6 +144,7 @@ pub fn nll(a: NllArgs) -> Result<()> {
         "{n} images of {}; preparation: {} (seed {})",
         s.data, r.preparation, s.seed
     );
+    println!("estimator: {}", r.estimator);
     if let Some(p) = &s.json {
         write_json(p, &r)?;
     }

@@ -14,11 +14,12 @@
 //! ratio, max), `set_alpha_to_one`, `timestep_spacing`, `steps_offset`, `rescale_betas_zero_snr`,
 //! and the step options `eta`, `use_clipped_model_output`.
 
+use super::alpha::AlphaState;
 use super::config::{PredictionType, SchedulerConfig, SchedulerKind};
-use super::ddpm::vp_add_noise;
-use super::schedule::{self, TrainSchedule};
+use super::schedule::TrainSchedule;
 use super::{
-    check_model_output, clip_or_threshold, step_noise, vp_x0, work_kind, Scheduler, StepOutput,
+    check_model_output, check_timesteps_set, clip_or_threshold, step_noise, vp_x0, work_kind,
+    Scheduler, StepOutput,
 };
 use genmodels_core::{Error, Result};
 use tch::Tensor;
@@ -29,10 +30,7 @@ const WHO: SchedulerKind = SchedulerKind::Ddim;
 #[derive(Debug)]
 pub struct Ddim {
     cfg: SchedulerConfig,
-    schedule: TrainSchedule,
-    final_alpha_cumprod: f64,
-    timesteps: Vec<f64>,
-    num_inference_steps: Option<usize>,
+    state: AlphaState,
 }
 
 impl Ddim {
@@ -46,16 +44,9 @@ impl Ddim {
         } else {
             schedule.alphas_cumprod[0]
         };
-        let timesteps = (0..cfg.num_train_timesteps)
-            .rev()
-            .map(|t| t as f64)
-            .collect();
         Ok(Ddim {
             cfg,
-            schedule,
-            final_alpha_cumprod,
-            timesteps,
-            num_inference_steps: None,
+            state: AlphaState::new(WHO, schedule, final_alpha_cumprod),
         })
     }
 
@@ -77,60 +68,12 @@ impl Ddim {
 
     /// The timestep the step from `t` goes to: the next one of the list (-1 after the last).
     pub fn previous_timestep(&self, t: f64) -> Result<i64> {
-        let i = self
-            .timesteps
-            .iter()
-            .position(|&s| s == t)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "ddim: timestep {t} is not in the schedule; call step with the values of timesteps()"
-                ))
-            })?;
-        Ok(self.timesteps.get(i + 1).map_or(-1, |&p| p as i64))
+        self.state.previous_timestep(t)
     }
 }
 
 impl Scheduler for Ddim {
-    fn kind(&self) -> SchedulerKind {
-        WHO
-    }
-
-    fn config(&self) -> &SchedulerConfig {
-        &self.cfg
-    }
-
-    fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let big_t = self.cfg.num_train_timesteps;
-        schedule::check_steps(n, big_t, "ddim")?;
-        self.timesteps =
-            schedule::spaced_timesteps(self.cfg.spacing(), n, big_t, self.cfg.steps_offset, true);
-        self.num_inference_steps = Some(n);
-        Ok(())
-    }
-
-    fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {
-        schedule::check_custom_timesteps(timesteps, self.cfg.num_train_timesteps, "ddim")?;
-        if let Some(t) = timesteps.iter().find(|t| t.fract() != 0.0) {
-            return Err(Error::invalid(format!(
-                "ddim: custom timestep {t} is not an integer"
-            )));
-        }
-        self.timesteps = timesteps.to_vec();
-        self.num_inference_steps = Some(timesteps.len());
-        Ok(())
-    }
-
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn num_inference_steps(&self) -> Option<usize> {
-        self.num_inference_steps
-    }
-
-    fn alphas_cumprod(&self) -> &[f64] {
-        &self.schedule.alphas_cumprod
-    }
+    shared_scheduler_methods!(alpha);
 
     fn is_stochastic(&self) -> bool {
         self.cfg.eta > 0.0
@@ -143,21 +86,11 @@ impl Scheduler for Ddim {
         sample: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<StepOutput> {
-        if self.num_inference_steps.is_none() {
-            return Err(Error::invalid(
-                "ddim: call set_timesteps (or set_custom_timesteps) before step",
-            ));
-        }
+        check_timesteps_set(WHO, self.state.num_inference_steps)?;
         check_model_output(WHO, model_output, sample, false)?;
         let kind = work_kind(sample);
         let (m, x) = (model_output.to_kind(kind), sample.to_kind(kind));
-        let prev_t = self.previous_timestep(timestep)?;
-        let a_t = self.schedule.alphas_cumprod_int(timestep)?;
-        let a_prev = if prev_t >= 0 {
-            self.schedule.alphas_cumprod[prev_t as usize]
-        } else {
-            self.final_alpha_cumprod
-        };
+        let (a_t, a_prev) = self.state.step_alphas_cumprod(timestep)?;
         let beta_prod_t = 1.0 - a_t;
         let (sa, sb) = (a_t.powf(0.5), beta_prod_t.powf(0.5));
 
@@ -187,10 +120,6 @@ impl Scheduler for Ddim {
             prev_sample: prev,
             pred_original_sample: x0,
         })
-    }
-
-    fn add_noise(&self, x0: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
-        vp_add_noise(WHO, &self.schedule, x0, noise, timesteps)
     }
 }
 

@@ -7,11 +7,11 @@
 //! Reads: the beta schedule keys, `prediction_type`, `variance_type`, `clip_sample(_range)`,
 //! `thresholding` (+ ratio, max), `timestep_spacing`, `steps_offset`, `rescale_betas_zero_snr`.
 
+use super::alpha::AlphaState;
 use super::config::{SchedulerConfig, SchedulerKind, VarianceType};
-use super::schedule::{self, TrainSchedule};
+use super::schedule::TrainSchedule;
 use super::{
-    batch_timesteps, check_model_output, check_same_shape, clip_or_threshold, per_sample,
-    step_noise, vp_x0, work_kind, Scheduler, StepOutput,
+    check_model_output, clip_or_threshold, step_noise, vp_x0, work_kind, Scheduler, StepOutput,
 };
 use genmodels_core::{Error, Result};
 use tch::Tensor;
@@ -22,9 +22,8 @@ const WHO: SchedulerKind = SchedulerKind::Ddpm;
 #[derive(Debug)]
 pub struct Ddpm {
     cfg: SchedulerConfig,
-    schedule: TrainSchedule,
-    timesteps: Vec<f64>,
-    num_inference_steps: Option<usize>,
+    /// The last step goes to alphas_cumprod 1 (x0).
+    state: AlphaState,
 }
 
 impl Ddpm {
@@ -33,15 +32,9 @@ impl Ddpm {
         let cfg = config.resolved(WHO);
         cfg.validate(WHO)?;
         let schedule = TrainSchedule::new(&cfg, false)?;
-        let timesteps = (0..cfg.num_train_timesteps)
-            .rev()
-            .map(|t| t as f64)
-            .collect();
         Ok(Ddpm {
             cfg,
-            schedule,
-            timesteps,
-            num_inference_steps: None,
+            state: AlphaState::new(WHO, schedule, 1.0),
         })
     }
 
@@ -55,63 +48,10 @@ impl Ddpm {
             VarianceType::Learned | VarianceType::LearnedRange
         )
     }
-
-    /// The timestep after `t` in the list (-1 after the last).
-    fn previous_timestep(&self, t: f64) -> Result<i64> {
-        let i = self
-            .timesteps
-            .iter()
-            .position(|&s| s == t)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "ddpm: timestep {t} is not in the schedule; call step with the values of timesteps()"
-                ))
-            })?;
-        Ok(self.timesteps.get(i + 1).map_or(-1, |&p| p as i64))
-    }
 }
 
 impl Scheduler for Ddpm {
-    fn kind(&self) -> SchedulerKind {
-        WHO
-    }
-
-    fn config(&self) -> &SchedulerConfig {
-        &self.cfg
-    }
-
-    fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let big_t = self.cfg.num_train_timesteps;
-        schedule::check_steps(n, big_t, "ddpm")?;
-        self.timesteps =
-            schedule::spaced_timesteps(self.cfg.spacing(), n, big_t, self.cfg.steps_offset, true);
-        self.num_inference_steps = Some(n);
-        Ok(())
-    }
-
-    fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {
-        schedule::check_custom_timesteps(timesteps, self.cfg.num_train_timesteps, "ddpm")?;
-        if let Some(t) = timesteps.iter().find(|t| t.fract() != 0.0) {
-            return Err(Error::invalid(format!(
-                "ddpm: custom timestep {t} is not an integer"
-            )));
-        }
-        self.timesteps = timesteps.to_vec();
-        self.num_inference_steps = Some(timesteps.len());
-        Ok(())
-    }
-
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn num_inference_steps(&self) -> Option<usize> {
-        self.num_inference_steps
-    }
-
-    fn alphas_cumprod(&self) -> &[f64] {
-        &self.schedule.alphas_cumprod
-    }
+    shared_scheduler_methods!(alpha);
 
     fn is_stochastic(&self) -> bool {
         true
@@ -137,14 +77,7 @@ impl Scheduler for Ddpm {
             (model_output.to_kind(kind), None)
         };
         let t = timestep;
-        let prev_t = self.previous_timestep(t)?;
-        let ac = &self.schedule.alphas_cumprod;
-        let a_t = self.schedule.alphas_cumprod_int(t)?;
-        let a_prev = if prev_t >= 0 {
-            ac[prev_t as usize]
-        } else {
-            1.0
-        };
+        let (a_t, a_prev) = self.state.step_alphas_cumprod(t)?;
         let beta_prod_t = 1.0 - a_t;
         let beta_prod_prev = 1.0 - a_prev;
         let cur_alpha = a_t / a_prev;
@@ -197,29 +130,6 @@ impl Scheduler for Ddpm {
             pred_original_sample: x0,
         })
     }
-
-    fn add_noise(&self, x0: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
-        vp_add_noise(WHO, &self.schedule, x0, noise, timesteps)
-    }
-}
-
-/// sqrt(abar_t) x0 + sqrt(1 - abar_t) noise at integer timesteps (DDPM, DDIM).
-pub(crate) fn vp_add_noise(
-    who: SchedulerKind,
-    schedule: &TrainSchedule,
-    x0: &Tensor,
-    noise: &Tensor,
-    timesteps: &Tensor,
-) -> Result<Tensor> {
-    check_same_shape("noise", who, noise, x0)?;
-    let ts = batch_timesteps(timesteps, x0, who)?;
-    let a = ts
-        .iter()
-        .map(|&t| schedule.alphas_cumprod_int(t))
-        .collect::<Result<Vec<f64>>>()?;
-    let sa: Vec<f64> = a.iter().map(|a| a.powf(0.5)).collect();
-    let sb: Vec<f64> = a.iter().map(|a| (1.0 - a).powf(0.5)).collect();
-    Ok(per_sample(&sa, x0)? * x0 + per_sample(&sb, x0)? * noise)
 }
 
 #[cfg(test)]

@@ -25,10 +25,10 @@ use super::config::{
     SolverType, TimestepSpacing, VarianceType,
 };
 use super::schedule::{self, TrainSchedule};
+use super::sigma::{alpha_sigma, respaced_sigmas, SigmaState};
 use super::{
-    batch_timesteps, check_model_output, check_same_shape, per_sample, sigma_lookup,
-    sigma_velocity, step_noise, threshold_sample, vp_x0, work_kind, Scheduler, StepIndex,
-    StepOutput,
+    check_model_output, check_timesteps_set, step_noise, threshold_sample, vp_x0, work_kind,
+    Scheduler, StepOutput,
 };
 use genmodels_core::{Error, Result};
 use tch::Tensor;
@@ -39,21 +39,10 @@ const WHO: SchedulerKind = SchedulerKind::DpmSolverPlusPlus;
 #[derive(Debug)]
 pub struct DpmSolver {
     cfg: SchedulerConfig,
-    schedule: TrainSchedule,
-    timesteps: Vec<f64>,
-    /// One per timestep, plus the final one.
-    sigmas: Vec<f64>,
-    num_inference_steps: Option<usize>,
+    state: SigmaState,
     /// The last `solver_order` converted model outputs, oldest first.
     model_outputs: Vec<Option<Tensor>>,
     lower_order_nums: usize,
-    index: StepIndex,
-}
-
-/// alpha_t, sigma_t of a VP point with sigma s.
-fn alpha_sigma(s: f64) -> (f64, f64) {
-    let alpha = 1.0 / (s * s + 1.0).powf(0.5);
-    (alpha, s * alpha)
 }
 
 impl DpmSolver {
@@ -84,21 +73,13 @@ impl DpmSolver {
             )));
         }
         let schedule = TrainSchedule::new(&cfg, true)?;
-        let mut s = DpmSolver {
+        Ok(DpmSolver {
             model_outputs: (0..cfg.solver_order).map(|_| None).collect(),
             cfg,
-            schedule,
-            timesteps: vec![],
-            sigmas: vec![],
-            num_inference_steps: None,
+            // before set_timesteps: the training chain, for add_noise
+            state: SigmaState::training_chain(WHO, schedule),
             lower_order_nums: 0,
-            index: StepIndex::default(),
-        };
-        // before set_timesteps: the training chain, for add_noise
-        let train = s.schedule.sigmas();
-        s.timesteps = (0..train.len()).rev().map(|t| t as f64).collect();
-        s.sigmas = train.iter().rev().copied().chain([0.0]).collect();
-        Ok(s)
+        })
     }
 
     fn is_plus_plus(&self) -> bool {
@@ -124,7 +105,7 @@ impl DpmSolver {
 
     /// The last training timestep used: lambda below `lambda_min_clipped` is cut off.
     fn last_timestep(&self) -> usize {
-        let ac = &self.schedule.alphas_cumprod;
+        let ac = &self.state.schedule.alphas_cumprod;
         // lambda_t = log(alpha_t) - log(sigma_t) decreases in t: count, from the end, those below
         let clipped = ac
             .iter()
@@ -135,25 +116,18 @@ impl DpmSolver {
         ac.len() - clipped
     }
 
+    /// Lays out the schedule and resets the multistep state.
     fn finish_schedule(&mut self, timesteps: Vec<f64>, sigmas: Vec<f64>) {
-        let last = match self.cfg.final_sigmas_type {
-            FinalSigmasType::SigmaMin => {
-                let a0 = self.schedule.alphas_cumprod[0];
-                ((1.0 - a0) / a0).powf(0.5)
-            }
-            FinalSigmasType::Zero => 0.0,
-        };
-        self.num_inference_steps = Some(timesteps.len());
-        self.timesteps = timesteps;
-        self.sigmas = sigmas.into_iter().chain([last]).collect();
+        let last = self.state.final_sigma(self.cfg.final_sigmas_type);
+        let n = timesteps.len();
+        self.state.lay_out(timesteps, sigmas, last, Some(n));
         self.model_outputs = (0..self.cfg.solver_order).map(|_| None).collect();
         self.lower_order_nums = 0;
-        self.index = StepIndex::default();
     }
 
     /// The model output as the solver's variable: x0 (DPM-Solver++) or eps (DPM-Solver).
     fn convert(&self, m: &Tensor, x: &Tensor, i: usize) -> Result<Tensor> {
-        let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
+        let (alpha, sigma) = alpha_sigma(self.state.sigmas[i]);
         let p = self.cfg.prediction_type;
         if self.is_plus_plus() {
             let x0 = vp_x0(p, m, x, alpha, sigma);
@@ -188,7 +162,7 @@ impl DpmSolver {
     fn points(&self, idx: &[usize]) -> Vec<(f64, f64, f64)> {
         idx.iter()
             .map(|&i| {
-                let (a, s) = alpha_sigma(self.sigmas[i]);
+                let (a, s) = alpha_sigma(self.state.sigmas[i]);
                 (a, s, a.ln() - s.ln())
             })
             .collect()
@@ -311,40 +285,24 @@ impl DpmSolver {
     /// The sigmas of the spaced (or custom) timesteps, or the Karras / exponential ones with
     /// their timesteps.
     fn sigma_schedule(&self, timesteps: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
-        let train = self.schedule.sigmas();
-        let log_sigmas: Vec<f64> = train.iter().map(|s| s.ln()).collect();
+        let train = self.state.schedule.sigmas();
         let (lo, hi) = (train[0], train[train.len() - 1]);
-        let spaced = if self.cfg.use_karras_sigmas {
-            Some((schedule::karras_sigmas(lo, hi, n), true))
-        } else if self.cfg.use_exponential_sigmas {
-            Some((schedule::exponential_sigmas(lo, hi, n), false))
-        } else {
-            None
-        };
-        match spaced {
-            Some((sigmas, round)) => {
-                let ts = sigmas
-                    .iter()
-                    .map(|&s| {
-                        let t = schedule::sigma_to_t(s, &log_sigmas);
-                        // diffusers rounds Karras timesteps except for the cosine schedule, and
-                        // then casts them to int64 (truncation)
-                        let t = if round && self.cfg.beta_schedule != BetaSchedule::SquaredcosCapV2
-                        {
-                            t.round_ties_even()
-                        } else {
-                            t
-                        };
-                        t.trunc()
-                    })
+        match respaced_sigmas(&self.cfg, lo, hi, n) {
+            Some(sigmas) => {
+                // diffusers rounds Karras timesteps except for the cosine schedule, and then
+                // casts them to int64 (truncation)
+                let round = self.cfg.use_karras_sigmas
+                    && self.cfg.beta_schedule != BetaSchedule::SquaredcosCapV2;
+                let ts = self
+                    .state
+                    .timesteps_of(&sigmas)
+                    .into_iter()
+                    .map(|t| if round { t.round_ties_even() } else { t }.trunc())
                     .collect();
                 (ts, sigmas)
             }
             None => {
-                let sigmas = timesteps
-                    .iter()
-                    .map(|&t| schedule::interp(t, &train))
-                    .collect();
+                let sigmas = self.state.train_sigmas_at(&timesteps);
                 (timesteps, sigmas)
             }
         }
@@ -352,17 +310,11 @@ impl DpmSolver {
 }
 
 impl Scheduler for DpmSolver {
-    fn kind(&self) -> SchedulerKind {
-        WHO
-    }
-
-    fn config(&self) -> &SchedulerConfig {
-        &self.cfg
-    }
+    shared_scheduler_methods!(sigma);
 
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
         let big_t = self.cfg.num_train_timesteps;
-        schedule::check_steps(n, big_t, "dpm-solver++")?;
+        schedule::check_steps(n, big_t, WHO.as_str())?;
         let last = self.last_timestep();
         let timesteps: Vec<f64> = match self.cfg.spacing() {
             TimestepSpacing::Linspace => {
@@ -400,56 +352,15 @@ impl Scheduler for DpmSolver {
     }
 
     fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {
-        schedule::check_custom_timesteps(timesteps, self.cfg.num_train_timesteps, "dpm-solver++")?;
-        if self.cfg.use_karras_sigmas || self.cfg.use_exponential_sigmas {
-            return Err(Error::invalid(
-                "dpm-solver++: custom timesteps cannot be used with use_karras_sigmas or \
-                 use_exponential_sigmas (they set their own timesteps)",
-            ));
-        }
-        if let Some(t) = timesteps.iter().find(|t| t.fract() != 0.0) {
-            return Err(Error::invalid(format!(
-                "dpm-solver++: custom timestep {t} is not an integer"
-            )));
-        }
-        let train = self.schedule.sigmas();
-        let sigmas = timesteps
-            .iter()
-            .map(|&t| schedule::interp(t, &train))
-            .collect();
+        self.state.check_custom_timesteps(&self.cfg, timesteps)?;
+        schedule::check_integer_timesteps(timesteps, WHO.as_str())?;
+        let sigmas = self.state.train_sigmas_at(timesteps);
         self.finish_schedule(timesteps.to_vec(), sigmas);
         Ok(())
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn num_inference_steps(&self) -> Option<usize> {
-        self.num_inference_steps
-    }
-
-    fn alphas_cumprod(&self) -> &[f64] {
-        &self.schedule.alphas_cumprod
-    }
-
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.sigmas)
-    }
-
     fn is_stochastic(&self) -> bool {
         self.is_sde()
-    }
-
-    fn set_begin_index(&mut self, begin_index: usize) -> Result<()> {
-        if begin_index >= self.timesteps.len() {
-            return Err(Error::invalid(format!(
-                "dpm-solver++: begin_index {begin_index} is past the {} timesteps",
-                self.timesteps.len()
-            )));
-        }
-        self.index.begin = Some(begin_index);
-        Ok(())
     }
 
     fn step(
@@ -459,11 +370,7 @@ impl Scheduler for DpmSolver {
         sample: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<StepOutput> {
-        if self.num_inference_steps.is_none() {
-            return Err(Error::invalid(
-                "dpm-solver++: call set_timesteps (or set_custom_timesteps) before step",
-            ));
-        }
+        check_timesteps_set(WHO, self.state.num_inference_steps)?;
         let learned = self.learned_variance() && model_output.size().get(1) != sample.size().get(1);
         check_model_output(WHO, model_output, sample, learned)?;
         let kind = work_kind(sample);
@@ -474,8 +381,8 @@ impl Scheduler for DpmSolver {
             model_output.shallow_clone()
         }
         .to_kind(kind);
-        let i = self.index.at(&self.timesteps, timestep, WHO)?;
-        let n = self.timesteps.len();
+        let i = self.state.index_at(timestep)?;
+        let n = self.state.timesteps.len();
         let order = self.cfg.solver_order;
         let lower_order_final = i == n - 1
             && (self.cfg.euler_at_final
@@ -508,45 +415,17 @@ impl Scheduler for DpmSolver {
         if self.lower_order_nums < order {
             self.lower_order_nums += 1;
         }
-        self.index.step = Some(i + 1);
         let x0 = if self.is_plus_plus() {
             converted
         } else {
-            let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
+            let (alpha, sigma) = alpha_sigma(self.state.sigmas[i]);
             (&x - converted * sigma) / alpha
         };
-        Ok(StepOutput {
-            prev_sample: prev,
-            pred_original_sample: x0,
-        })
+        Ok(self.state.step_output(i, prev, x0))
     }
 
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
-        check_same_shape("noise", WHO, noise, x0)?;
-        let ts = batch_timesteps(timesteps, x0, WHO)?;
-        let sigmas = sigma_lookup(
-            &self.index,
-            &self.timesteps,
-            &self.sigmas,
-            &self.schedule,
-            &ts,
-            WHO,
-        )?;
-        let (a, s): (Vec<f64>, Vec<f64>) = sigmas.iter().map(|&s| alpha_sigma(s)).unzip();
-        Ok(per_sample(&a, x0)? * x0 + per_sample(&s, x0)? * noise)
-    }
-
-    fn get_velocity(&self, sample: &Tensor, noise: &Tensor, ts: &Tensor) -> Result<Tensor> {
-        sigma_velocity(
-            WHO,
-            &self.index,
-            &self.timesteps,
-            &self.sigmas,
-            &self.schedule,
-            sample,
-            noise,
-            ts,
-        )
+        self.state.vp_add_noise(x0, noise, timesteps)
     }
 }
 

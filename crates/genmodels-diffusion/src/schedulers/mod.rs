@@ -44,6 +44,9 @@
 //! Schedules are computed in float64 (diffusers: float32); tensors keep their kind (half
 //! precision is computed in float32).
 
+#[macro_use]
+mod delegate;
+mod alpha;
 mod config;
 mod ddim;
 mod ddpm;
@@ -52,6 +55,7 @@ mod euler;
 mod euler_ancestral;
 mod heun;
 pub mod schedule;
+mod sigma;
 
 pub use config::{
     AlgorithmType, BetaSchedule, FinalSigmasType, InterpolationType, PredictionType,
@@ -222,6 +226,9 @@ pub fn scheduler_from_diffusers_config(path: impl AsRef<Path>) -> Result<Box<dyn
 }
 
 // ---- shared pieces of the schedulers ------------------------------------------------------
+// (the state the schedulers of a family share is in `sigma.rs`, DPM-Solver++ and the Euler
+// types, and `alpha.rs`, DDPM and DDIM; the trait methods that only delegate to it, in
+// `delegate.rs`)
 
 /// The kind computations run in: half precision is upcast to float32 (as diffusers does for its
 /// Euler and DPM-Solver steps); float32 and float64 stay.
@@ -246,6 +253,11 @@ pub(crate) fn check_same_shape(
             sample.size()
         )));
     }
+    check_same_device(what, who, t, sample)
+}
+
+/// `what` must be on the device of `sample`.
+fn check_same_device(what: &str, who: SchedulerKind, t: &Tensor, sample: &Tensor) -> Result<()> {
     if t.device() != sample.device() {
         return Err(Error::invalid(format!(
             "{who}: {what} is on {:?}; expected the sample's device {:?}",
@@ -286,14 +298,7 @@ pub(crate) fn check_model_output(
             "{who}: model output has shape {m:?}; expected {want:?}{why}"
         )));
     }
-    if model_output.device() != sample.device() {
-        return Err(Error::invalid(format!(
-            "{who}: model output is on {:?}; expected the sample's device {:?}",
-            model_output.device(),
-            sample.device()
-        )));
-    }
-    Ok(())
+    check_same_device("model output", who, model_output, sample)
 }
 
 /// The step's noise: the one given (checked), else drawn from tch's generator.
@@ -364,112 +369,17 @@ pub(crate) fn batch_timesteps(
     Ok(ts)
 }
 
-/// Where a sigma-stepping scheduler is in its schedule (diffusers' `_step_index` / `_begin_index`).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StepIndex {
-    pub step: Option<usize>,
-    pub begin: Option<usize>,
-}
-
-impl StepIndex {
-    /// The index for a call at `t`: found on the first call (from `begin`, else from `t`),
-    /// then counted; `t` must be the schedule's timestep there.
-    pub fn at(&mut self, timesteps: &[f64], t: f64, who: SchedulerKind) -> Result<usize> {
-        let i = match (self.step, self.begin) {
-            (Some(i), _) => i,
-            (None, Some(b)) => b,
-            (None, None) => index_for_timestep(timesteps, t, who)?,
-        };
-        if i >= timesteps.len() {
-            return Err(Error::invalid(format!(
-                "{who}: the schedule of {} timesteps is finished; call set_timesteps again",
-                timesteps.len()
-            )));
-        }
-        if timesteps[i] != t {
-            return Err(Error::invalid(format!(
-                "{who}: called at timestep {t}, but the schedule is at index {i}, timestep {}",
-                timesteps[i]
-            )));
-        }
-        self.step = Some(i);
-        Ok(i)
-    }
-}
-
-/// diffusers' `index_for_timestep`: the position of `t` in the schedule, the second one if `t`
-/// is there twice (so that img2img, starting mid-schedule, does not skip a sigma). One
-/// difference: the schedule's first timestep is position 0 even if it repeats (diffusers then
-/// starts at the second copy and runs off the end of its sigmas).
-pub(crate) fn index_for_timestep(timesteps: &[f64], t: f64, who: SchedulerKind) -> Result<usize> {
-    if timesteps.first() == Some(&t) {
-        return Ok(0);
-    }
-    let found: Vec<usize> = timesteps
-        .iter()
-        .enumerate()
-        .filter(|(_, &s)| s == t)
-        .map(|(i, _)| i)
-        .collect();
-    match found.as_slice() {
-        [] => Err(Error::invalid(format!(
-            "{who}: timestep {t} is not in the schedule; call step with the values of timesteps()"
-        ))),
-        [i] => Ok(*i),
-        [_, i, ..] => Ok(*i),
-    }
-}
-
-/// The sigmas `add_noise` uses (DPM-Solver, Euler, Heun), as diffusers picks them: the current
-/// step's (or the begin index's) when a begin index is set, else the schedule's sigma at each
-/// timestep's position; a timestep outside the schedule gets the training sigma at it.
-pub(crate) fn sigma_lookup(
-    index: &StepIndex,
-    timesteps: &[f64],
-    sigmas: &[f64],
-    schedule: &schedule::TrainSchedule,
-    ts: &[f64],
+/// `step` needs the schedule of `set_timesteps` / `set_custom_timesteps` (DDIM, DPM-Solver++).
+pub(crate) fn check_timesteps_set(
     who: SchedulerKind,
-) -> Result<Vec<f64>> {
-    if let Some(b) = index.begin {
-        let i = index.step.unwrap_or(b);
-        let s = *sigmas
-            .get(i)
-            .ok_or_else(|| Error::invalid(format!("{who}: step index {i} is past the schedule")))?;
-        return Ok(vec![s; ts.len()]);
+    num_inference_steps: Option<usize>,
+) -> Result<()> {
+    if num_inference_steps.is_none() {
+        return Err(Error::invalid(format!(
+            "{who}: call set_timesteps (or set_custom_timesteps) before step"
+        )));
     }
-    let train = schedule.sigmas();
-    ts.iter()
-        .map(|&t| match index_for_timestep(timesteps, t, who) {
-            Ok(i) => Ok(sigmas[i]),
-            Err(_) => {
-                schedule::alphas_cumprod_at(&schedule.alphas_cumprod, t)?;
-                Ok(schedule::interp(t, &train))
-            }
-        })
-        .collect()
-}
-
-/// The v-prediction target of a sigma-stepping scheduler at the sigma [`sigma_lookup`] picks:
-/// with alpha = 1 / sqrt(1 + sigma^2) (alpha^2 = alphas_cumprod for a training timestep),
-/// v = alpha noise - sigma alpha sample.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sigma_velocity(
-    who: SchedulerKind,
-    index: &StepIndex,
-    timesteps: &[f64],
-    sigmas: &[f64],
-    schedule: &schedule::TrainSchedule,
-    sample: &Tensor,
-    noise: &Tensor,
-    ts: &Tensor,
-) -> Result<Tensor> {
-    check_same_shape("noise", who, noise, sample)?;
-    let ts = batch_timesteps(ts, sample, who)?;
-    let s = sigma_lookup(index, timesteps, sigmas, schedule, &ts, who)?;
-    let a: Vec<f64> = s.iter().map(|s| 1.0 / (s * s + 1.0).powf(0.5)).collect();
-    let b: Vec<f64> = s.iter().zip(&a).map(|(s, a)| s * a).collect();
-    Ok(per_sample(&a, sample)? * noise - per_sample(&b, sample)? * sample)
+    Ok(())
 }
 
 /// The x0 a prediction implies at a VP point x = alpha x0 + sigma eps (alpha^2 + sigma^2 = 1).

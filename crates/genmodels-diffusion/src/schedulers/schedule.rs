@@ -2,7 +2,7 @@
 //! share, written to give the values numpy / torch give in diffusers (`np.linspace`,
 //! `torch.linspace`, `np.arange`, `np.round` (half to even), `np.interp`, `_sigma_to_t`).
 
-use super::config::{BetaSchedule, SchedulerConfig, TimestepSpacing};
+use super::config::{BetaSchedule, SchedulerConfig, SchedulerKind, TimestepSpacing};
 use genmodels_core::{Error, Result};
 
 /// The forward process of a scheduler: betas and their cumulative products over the T
@@ -337,6 +337,25 @@ pub(crate) fn spaced_timesteps(
     }
 }
 
+/// The `n` inference timesteps of a config's spacing (see [`spaced_timesteps`]), after checking
+/// `n` against the training timesteps.
+pub(crate) fn inference_timesteps(
+    cfg: &SchedulerConfig,
+    n: usize,
+    who: SchedulerKind,
+    round_linspace: bool,
+) -> Result<Vec<f64>> {
+    let big_t = cfg.num_train_timesteps;
+    check_steps(n, big_t, who.as_str())?;
+    Ok(spaced_timesteps(
+        cfg.spacing(),
+        n,
+        big_t,
+        cfg.steps_offset,
+        round_linspace,
+    ))
+}
+
 /// Checks custom timesteps: non-empty, finite, strictly decreasing, inside [0, T).
 pub(crate) fn check_custom_timesteps(ts: &[f64], train_timesteps: usize, who: &str) -> Result<()> {
     if ts.is_empty() {
@@ -357,6 +376,17 @@ pub(crate) fn check_custom_timesteps(ts: &[f64], train_timesteps: usize, who: &s
                 ts[i - 1]
             )));
         }
+    }
+    Ok(())
+}
+
+/// Custom timesteps of the schedulers that index alphas_cumprod with them (DDPM, DDIM,
+/// DPM-Solver++) must be integers.
+pub(crate) fn check_integer_timesteps(ts: &[f64], who: &str) -> Result<()> {
+    if let Some(t) = ts.iter().find(|t| t.fract() != 0.0) {
+        return Err(Error::invalid(format!(
+            "{who}: custom timestep {t} is not an integer"
+        )));
     }
     Ok(())
 }

@@ -242,21 +242,7 @@ impl Job<'_> {
                 let secs = t0.elapsed().as_secs_f64();
                 let j = dir.join(format!("{name}.json"));
                 ctx.g.run(
-                    &[
-                        s(&["metrics", "--real", real, "--fake"]),
-                        vec![
-                            format!("folder:{}", p(&out)),
-                            "-n".into(),
-                            n.to_string(),
-                            "--features".into(),
-                            "classifier".into(),
-                            "--classifier".into(),
-                            p(cls),
-                            "--json".into(),
-                            p(&j),
-                        ],
-                    ]
-                    .concat(),
+                    &domain_metrics_args(real, &format!("folder:{}", p(&out)), n, cls, &j),
                     &mut m.commands,
                 )?;
                 got.sweep.push(SweepPoint {
@@ -385,21 +371,7 @@ impl Job<'_> {
                     (p(run), self.sampled(*cost, ctx.samples))
                 };
                 let dj = ev.join("metrics-domain.json");
-                let mut args = vec![
-                    "metrics".to_string(),
-                    "--real".into(),
-                    real.clone(),
-                    "--fake".into(),
-                    fake,
-                    "-n".into(),
-                    n.to_string(),
-                    "--features".into(),
-                    "classifier".into(),
-                    "--classifier".into(),
-                    p(cls),
-                    "--json".into(),
-                    p(&dj),
-                ];
+                let mut args = domain_metrics_args(real, &fake, n, cls, &dj);
                 if let Some(t) = train {
                     args.extend(["--train".into(), t.clone()]);
                 }
@@ -819,6 +791,31 @@ fn loss_plot(run: &Path, r: &Recipe, png: &Path) -> Result<()> {
         640,
         360,
     )
+}
+
+/// `genmodels metrics` of `fake` against `real` in the domain classifier's features, to `json`.
+fn domain_metrics_args(
+    real: &str,
+    fake: &str,
+    n: usize,
+    classifier: &Path,
+    json: &Path,
+) -> Vec<String> {
+    vec![
+        "metrics".into(),
+        "--real".into(),
+        real.into(),
+        "--fake".into(),
+        fake.into(),
+        "-n".into(),
+        n.to_string(),
+        "--features".into(),
+        "classifier".into(),
+        "--classifier".into(),
+        p(classifier),
+        "--json".into(),
+        p(json),
+    ]
 }
 
 #[cfg(test)]

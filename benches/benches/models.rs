@@ -14,6 +14,13 @@
 //!   Adam(fused=True), and that through `torch.compile`;
 //! - one IWAE training step (k = 5, batch 100, the IWAE paper's MLPs, dynamic binarisation) vs
 //!   the same networks, bound and Adam in PyTorch (eager; compiled with fused Adam);
+//! - one VAE training step (the `vae` default networks, ELBO, batch 128) vs the same in PyTorch
+//!   (eager; compiled with fused Adam);
+//! - the importance-sampled test NLL of 100 images with K = 500 (a tenth of the protocol's
+//!   5000 per image, the same work per sample) vs the same estimator in PyTorch, eager and with
+//!   each decoder pass through `torch.compile`;
+//! - one VQ-VAE autoencoder step (batch 64, straight-through, commitment, EMA codebook) vs the
+//!   same networks and update in PyTorch (eager; compiled with fused Adam);
 //! - one GPT training step in nanoGPT's CPU configuration (4 x 4 x 128, context 64, batch 12,
 //!   AdamW, clipping at 1.0) vs a nanoGPT-style model and loop (eager; compiled with fused AdamW);
 //! - batch-1 generation of 200 tokens with the KV cache (4 x 4 x 128, context 256, sampling at
@@ -31,6 +38,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use genmodels_benches::{compare, finish, selected, with_python, Spec};
 use genmodels_core::data::Batch;
+use genmodels_core::model::Likelihood;
 use genmodels_core::model::Model;
 use genmodels_core::optim::StepCtx;
 use genmodels_core::samplers::LogitsProcessor;
@@ -38,7 +46,8 @@ use genmodels_gan::dcgan::{Dcgan, DcganConfig};
 use genmodels_gan::stylegan::{StyleGan, StyleGanConfig};
 use genmodels_transformer::generate::{generate, GenerateConfig};
 use genmodels_transformer::gpt::{GptConfig, GptModel, MlpKind};
-use genmodels_vae::vae::{Objective, Vae, VaeConfig};
+use genmodels_vae::vae::{Activation, Objective, Vae, VaeConfig};
+use genmodels_vae::vqvae::{VqVae, VqVaeConfig};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
@@ -197,7 +206,7 @@ fn iwae_step(c: &mut Criterion) {
     let cfg = VaeConfig {
         objective: Objective::Iwae,
         k: 5,
-        ..Default::default()
+        ..VaeConfig::iwae_paper()
     };
     let mut m = Vae::new("iwae", cfg, Device::Cpu).expect("iwae");
     // Intensities in [-1, 1]; the model binarises them afresh at every step.
@@ -221,6 +230,120 @@ fn iwae_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// The Python side's description of a VAE configuration (benches/python/models_bench.py).
+fn vae_args(cfg: &VaeConfig) -> serde_json::Value {
+    json!({
+        "hidden": cfg.hidden,
+        "layers": cfg.hidden_layers,
+        "z": cfg.z_dim,
+        "activation": match cfg.activation {
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+        },
+        "adam_eps": cfg.adam_eps,
+    })
+}
+
+fn versus_args(
+    name: &str,
+    what: &str,
+    args: serde_json::Value,
+    repeats: usize,
+    ours: impl FnMut(),
+) {
+    let spec = Spec {
+        name,
+        what,
+        args,
+        repeats,
+        targets: &[],
+    };
+    with_python(SCRIPT, &[], |py| compare(py, &spec, ours));
+}
+
+fn vae_step(c: &mut Criterion) {
+    if !selected("vae_step") {
+        return;
+    }
+    tch::manual_seed(0);
+    let cfg = VaeConfig::default();
+    let mut args = vae_args(&cfg);
+    args["batch"] = json!(128);
+    let mut m = Vae::new("vae", cfg, Device::Cpu).expect("vae");
+    let x = Tensor::rand([128, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let batch = Batch { x, y: None };
+    let ctx = StepCtx::default();
+    versus_args(
+        "VAE training step (ELBO), batch 128, the vae default networks",
+        "vae_step",
+        args,
+        20,
+        || {
+            m.train_step(&batch, &ctx).expect("step");
+        },
+    );
+    let mut g = c.benchmark_group("vae");
+    g.sample_size(20);
+    g.bench_function("train_step_b128", |b| {
+        b.iter(|| m.train_step(&batch, &ctx).expect("step"))
+    });
+    g.finish();
+}
+
+fn vae_nll(c: &mut Criterion) {
+    if !selected("vae_nll") {
+        return;
+    }
+    tch::manual_seed(0);
+    let cfg = VaeConfig::default();
+    let mut args = vae_args(&cfg);
+    args["n"] = json!(100);
+    args["k"] = json!(500);
+    let m = Vae::new("vae", cfg, Device::Cpu).expect("vae");
+    let x = Tensor::rand([100, 784], (Kind::Float, Device::Cpu)).bernoulli();
+    let run = || {
+        let ll = Likelihood::log_likelihood(&m, &x, 500).expect("nll");
+        std::hint::black_box(ll.mean(Kind::Float).double_value(&[]));
+    };
+    versus_args(
+        "importance-sampled NLL, 100 images x K = 500 samples, the vae default networks",
+        "vae_nll",
+        args,
+        5,
+        run,
+    );
+    let mut g = c.benchmark_group("vae");
+    g.sample_size(10);
+    g.bench_function("nll_100_images_k500", |b| b.iter(run));
+    g.finish();
+}
+
+fn vqvae_step(c: &mut Criterion) {
+    if !selected("vqvae_step") {
+        return;
+    }
+    tch::manual_seed(0);
+    let mut m = VqVae::new(VqVaeConfig::default(), Device::Cpu).expect("vqvae");
+    let x = Tensor::rand([64, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let batch = Batch { x, y: None };
+    let ctx = StepCtx::default();
+    versus_args(
+        "VQ-VAE autoencoder step, batch 64, EMA codebook of 128 x 16",
+        "vqvae_step",
+        json!({}),
+        10,
+        || {
+            m.train_step(&batch, &ctx).expect("step");
+        },
+    );
+    let mut g = c.benchmark_group("vqvae");
+    g.sample_size(10);
+    g.bench_function("train_step_b64", |b| {
+        b.iter(|| m.train_step(&batch, &ctx).expect("step"))
+    });
+    g.finish();
+}
+
 fn done(_: &mut Criterion) {
     finish(SCRIPT);
 }
@@ -230,6 +353,9 @@ criterion_group!(
     dcgan_step,
     stylegan2_step,
     iwae_step,
+    vae_step,
+    vae_nll,
+    vqvae_step,
     gpt_step,
     gpt_generate,
     done

@@ -2,7 +2,7 @@
 (bench_worker.py: `models_bench.py --serve THREADS`, one JSON request per line).
 
 Workloads (each with the reference first, then what a speed-minded PyTorch user would add):
-dcgan_step | stylegan2_step | iwae_step | gpt_step | gpt_generate | unet_train_step | ddim_sample
+dcgan_step | stylegan2_step | iwae_step | vae_step | vae_nll | vqvae_step | gpt_step | gpt_generate | unet_train_step | ddim_sample
 """
 
 import json
@@ -547,6 +547,155 @@ def ddim_sample(args, compile=False):
     return run
 
 
+# --- VAE (ELBO, k = 1) and its importance-sampled NLL, the networks of vae.rs -------------------
+def vae_nets(a):
+    """`a`: hidden, layers, z, activation ("tanh" | "relu"), as the Rust side's VaeConfig."""
+    h, layers, z = a.get("hidden", 200), a.get("layers", 2), a.get("z", 50)
+    act = nn.ReLU if a.get("activation", "tanh") == "relu" else nn.Tanh
+
+    def mlp(i, o):
+        mods, d = [], i
+        for _ in range(layers):
+            mods += [nn.Linear(d, h), act()]
+            d = h
+        return nn.Sequential(*mods, nn.Linear(d, o))
+    return mlp(784, 2 * z), mlp(z, 784), z
+
+
+def vae_step(a, fast=False):
+    """One ELBO step (k = 1) on a dynamically binarised batch; `fast`: Adam(fused=True) and the
+    loss through torch.compile."""
+    enc, dec, zd = vae_nets(a)
+    batch = a.get("batch", 128)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3,
+                           eps=a.get("adam_eps", 1e-4), fused=fast or None)
+    intensities = torch.rand(batch, 784)
+
+    def loss_of(x):
+        mu, logvar = enc(x).chunk(2, 1)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        rec = F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").sum(-1)
+        kl = 0.5 * (mu.square() + logvar.exp() - logvar - 1).sum(-1)
+        return (rec + kl).mean()
+
+    loss_fn = compiled(loss_of) if fast else loss_of
+
+    def step():
+        loss = loss_fn(torch.bernoulli(intensities))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def vae_nll(a, fast=False):
+    """log p(x) by importance sampling (Burda et al. 2016) for `n` binarised images with `k`
+    samples, `chunk` samples per decoder pass (as the Rust side: about 4k rows); `fast`: the
+    chunk's computation through torch.compile."""
+    enc, dec, zd = vae_nets(a)
+    n, k = a.get("n", 100), a.get("k", 500)
+    chunk = max(1, 4096 // n)
+    x = torch.bernoulli(torch.rand(n, 784))
+
+    def part(x, mu, logvar, m):
+        eps = torch.randn(m, n, zd)
+        z = mu + (0.5 * logvar).exp() * eps
+        log_q = (-0.5 * (eps.square() + logvar + LN2PI)).sum(-1)
+        log_prior = (-0.5 * (z.square() + LN2PI)).sum(-1)
+        log_px = -F.binary_cross_entropy_with_logits(
+            dec(z), x.expand(m, -1, -1), reduction="none").sum(-1)
+        return torch.logsumexp(log_px + log_prior - log_q, 0)
+
+    part_fn = compiled(part) if fast else part
+
+    def run():
+        with torch.no_grad():
+            mu, logvar = enc(x).chunk(2, 1)
+            parts, done = [], 0
+            while done < k:
+                m = min(chunk, k - done)
+                parts.append(part_fn(x, mu, logvar, m))
+                done += m
+            return (torch.logsumexp(torch.stack(parts), 0) - math.log(k)).mean().item()
+    return run
+
+
+# --- VQ-VAE (autoencoder phase), the networks of vqvae.rs ------------------------------------
+class VqRes(nn.Module):
+    def __init__(self, ch, hidden):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(ch, hidden, 3, padding=1), nn.Conv2d(hidden, ch, 1)
+
+    def forward(self, x):
+        return x + self.c2(F.relu(self.c1(F.relu(x))))
+
+
+class VqEncoder(nn.Module):
+    def __init__(self, h=64, rh=32, d=16):
+        super().__init__()
+        self.down1 = nn.Conv2d(1, h // 2, 4, 2, 1)
+        self.down2 = nn.Conv2d(h // 2, h, 4, 2, 1)
+        self.res = nn.Sequential(VqRes(h, rh), VqRes(h, rh))
+        self.to_code = nn.Conv2d(h, d, 1)
+
+    def forward(self, x):
+        return self.to_code(F.relu(self.res(self.down2(F.relu(self.down1(x))))))
+
+
+class VqDecoder(nn.Module):
+    def __init__(self, h=64, rh=32, d=16):
+        super().__init__()
+        self.from_code = nn.Conv2d(d, h, 3, padding=1)
+        self.res = nn.Sequential(VqRes(h, rh), VqRes(h, rh))
+        self.up1 = nn.ConvTranspose2d(h, h // 2, 4, 2, 1)
+        self.up2 = nn.ConvTranspose2d(h // 2, 1, 4, 2, 1)
+
+    def forward(self, z):
+        return self.up2(F.relu(self.up1(F.relu(self.res(self.from_code(z))))))
+
+
+def vqvae_step(batch=64, fast=False, codes=128, d=16, beta=0.25, decay=0.99):
+    """One autoencoder step: MSE reconstruction + beta x commitment, straight-through, then the
+    EMA codebook update (van den Oord et al. 2017, App. A.1) with Laplace-smoothed counts."""
+    enc, dec = VqEncoder(d=d), VqDecoder(d=d)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=2e-4,
+                           fused=fast or None)
+    embed = (torch.rand(codes, d) * 2 - 1) / codes
+    cluster, embed_avg = torch.zeros(codes), embed.clone()
+    x = torch.rand(batch, 1, 28, 28) * 2 - 1
+
+    def fwd(x, embed):
+        z_e = enc(x)
+        n, _, h, w = z_e.shape
+        flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)
+        with torch.no_grad():
+            idx = torch.cdist(flat.detach(), embed).argmin(1)
+        e = embed[idx].view(n, h, w, d).permute(0, 3, 1, 2)
+        z_q = z_e + (e - z_e).detach()
+        recon = dec(z_q)
+        loss = F.mse_loss(recon, x) + beta * F.mse_loss(z_e, e.detach())
+        return loss, flat.detach(), idx
+
+    fwd_fn = compiled(fwd) if fast else fwd
+
+    def step():
+        nonlocal embed, cluster, embed_avg
+        loss, flat, idx = fwd_fn(x, embed)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            onehot = F.one_hot(idx, codes).float()
+            cluster = cluster * decay + onehot.sum(0) * (1 - decay)
+            embed_avg = embed_avg * decay + (onehot.t() @ flat) * (1 - decay)
+            total = cluster.sum()
+            smoothed = (cluster + 1e-5) / (total + codes * 1e-5) * total
+            embed = embed_avg / smoothed.unsqueeze(1)
+        return loss.item()
+    return step
+
+
 def workloads():
     def unet_params(args):
         return sum(p.numel() for p in diffusers_unet(args).parameters())
@@ -573,6 +722,18 @@ def workloads():
             ("pytorch iwae step", lambda: iwae_step(), False),
             ("same, Adam(fused=True) + torch.compile", lambda: iwae_step(fast=True), True),
         ], flops_of="pytorch iwae step"),
+        "vae_step": lambda a: Workload([
+            ("pytorch vae step", lambda: vae_step(a), False),
+            ("same, Adam(fused=True) + torch.compile", lambda: vae_step(a, fast=True), True),
+        ], flops_of="pytorch vae step"),
+        "vae_nll": lambda a: Workload([
+            ("pytorch importance sampling, eager", lambda: vae_nll(a), False),
+            ("same, each pass through torch.compile", lambda: vae_nll(a, fast=True), True),
+        ], flops_of="pytorch importance sampling, eager"),
+        "vqvae_step": lambda a: Workload([
+            ("pytorch vq-vae step", lambda: vqvae_step(), False),
+            ("same, Adam(fused=True) + torch.compile", lambda: vqvae_step(fast=True), True),
+        ], flops_of="pytorch vq-vae step"),
         "gpt_step": lambda a: Workload([
             ("pytorch nanoGPT step", lambda: gpt_step(), False),
             ("same, AdamW(fused=True) + torch.compile", lambda: gpt_step(fast=True), True),

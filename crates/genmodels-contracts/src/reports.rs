@@ -179,6 +179,10 @@ pub struct NllReport {
     /// Whether the EMA weights were scored.
     #[serde(default)]
     pub ema: bool,
+    /// SHA-256 of the prepared test set (the float32 values the likelihood scored, little
+    /// endian, image after image): equal digests mean the same binarised images.
+    #[serde(default)]
+    pub test_set_sha256: String,
 }
 
 /// `genmodels perplexity`: a text model on a validation split.

@@ -11,12 +11,17 @@
 //! - **noise inputs**: per-pixel Gaussian noise after each convolution, with a learned strength;
 //! - skip-connection to-RGB outputs summed over resolutions (the "skip" generator, Fig. 7);
 //! - a residual discriminator with **minibatch standard deviation**;
-//! - the non-saturating logistic loss with **R1** (gamma) applied **lazily** every `r1_every`
-//!   discriminator steps and scaled by that interval (Sec. 3.1);
+//! - the non-saturating logistic loss with **R1** (gamma) applied **lazily** (Sec. 3.1, App. B):
+//!   every `r1_every` steps D takes an extra optimiser step on `R1 x r1_every` alone, as the
+//!   official code and rosinality's port do, and D's Adam runs with its learning rate and
+//!   betas raised to `c = r1_every / (r1_every + 1)` (lr x c, beta ** c);
 //! - **style mixing regularisation** (probability `mixing_prob`, a random crossover layer);
 //! - **path-length regularisation** (Sec. 3.2; `pl_weight` 2 every 4 generator steps in the
-//!   paper) - implemented, **off by default** (`pl_weight = 0`): at 28x28 and a few thousand
-//!   steps it costs a second backward pass for no measurable gain;
+//!   paper), lazily in the same way: an extra G step on `PL x pl_every` alone, on half the
+//!   batch with mixed styles (as ADA's loss), and G's Adam rescaled by
+//!   `pl_every / (pl_every + 1)` (4/5 in the official configs); **off by default**
+//!   (`pl_weight = 0`, and then G's Adam is not rescaled): at 28x28 and a few thousand steps it
+//!   costs a second backward pass for no measurable gain;
 //! - **truncation in W**: `w_avg` is tracked during training (decay 0.995) and sampling uses
 //!   `w_avg + psi (w - w_avg)`.
 //!
@@ -93,6 +98,35 @@ impl Default for StyleGanConfig {
 }
 
 impl StyleGanConfig {
+    /// Whether step `step` takes D's extra R1 step.
+    pub fn r1_lazy_step(&self, step: u64) -> bool {
+        self.r1_gamma > 0.0 && step % self.r1_every.max(1) == 0
+    }
+
+    /// Whether step `step` takes G's extra path-length step.
+    pub fn pl_lazy_step(&self, step: u64) -> bool {
+        self.pl_weight > 0.0 && step % self.pl_every.max(1) == 0
+    }
+
+    /// Adam for G and D. A lazily regularised network takes one extra step every `k` steps, so
+    /// its Adam runs with `lr x c` and `beta ** c`, `c = k / (k + 1)` (App. B; the official
+    /// code's `mb_ratio`): D with `k = r1_every` when R1 is on, G with `k = pl_every` when the
+    /// path-length penalty is on.
+    pub fn adam_configs(&self) -> (AdamConfig, AdamConfig) {
+        let scaled = |on: bool, every: u64| {
+            let c = if on {
+                every as f64 / (every as f64 + 1.0)
+            } else {
+                1.0
+            };
+            AdamConfig::new(self.lr * c, self.beta1.powf(c), self.beta2.powf(c))
+        };
+        (
+            scaled(self.pl_weight > 0.0, self.pl_every),
+            scaled(self.r1_gamma > 0.0, self.r1_every),
+        )
+    }
+
     pub fn net_size(&self) -> Result<(i64, usize)> {
         Check::model("stylegan2").int("image_size", self.image_size, 8, 1024)?;
         let (mut side, mut k) = (4i64, 0usize);
@@ -524,10 +558,7 @@ pub struct StyleGan {
 impl StyleGan {
     pub fn new(cfg: StyleGanConfig, device: Device) -> Result<Self> {
         cfg.validate()?;
-        // Lazy regularisation rescales Adam for the D (Sec. 3.1 / App. B): lr and betas ** c.
-        let c = cfg.r1_every as f64 / (cfg.r1_every as f64 + 1.0);
-        let adam_g = AdamConfig::new(cfg.lr, cfg.beta1, cfg.beta2);
-        let adam_d = AdamConfig::new(cfg.lr * c, cfg.beta1.powf(c), cfg.beta2.powf(c));
+        let (adam_g, adam_d) = cfg.adam_configs();
         let (pair, (g, d, pl_mean)) = GanPair::new(device, adam_g, adam_d, |g_vs, d_vs| {
             let g = Generator::new(g_vs.root(), &cfg)?;
             let pl = g_vs.root().zeros_no_train("pl_mean", &[]);
@@ -580,6 +611,19 @@ impl StyleGan {
     }
 }
 
+/// Path lengths (Sec. 3.2): `|| J_w^T y ||` per sample, computed as the gradient of
+/// `sum(img * y)` with respect to the per-layer styles `ws` `[N, layers, w_dim]`, squared, summed
+/// over `w_dim`, averaged over layers, square root (the official code's `pl_lengths`). Keeps
+/// the graph so that the penalty can be differentiated.
+pub fn path_lengths(img: &Tensor, ws: &Tensor, y: &Tensor) -> Tensor {
+    let kind = img.kind();
+    let grad = Tensor::run_backward(&[(img * y).sum(kind)], &[ws], true, true).remove(0);
+    grad.square()
+        .sum_dim_intlist(2, false, kind)
+        .mean_dim(1, false, kind)
+        .sqrt()
+}
+
 fn rand_f64() -> f64 {
     f64::try_from(Tensor::rand([], (Kind::Double, Device::Cpu))).unwrap_or(0.0)
 }
@@ -609,45 +653,36 @@ impl Model for StyleGan {
             )));
         }
         let real = self.pad_reals(&batch.x)?;
-        // D: logistic loss, R1 every r1_every steps (scaled by the interval).
+        // D: the logistic loss every step ("Dmain").
         let fake = tch::no_grad(|| self.g.synthesis(&self.styles(n, true)));
-        let lazy_r1 = c.r1_gamma > 0.0 && ctx.step % c.r1_every.max(1) == 0;
-        let real_in = if lazy_r1 {
-            real.detach().set_requires_grad(true)
-        } else {
-            real.shallow_clone()
-        };
-        let d_real = self.d.forward(&real_in);
-        let d_fake = self.d.forward(&fake);
-        let d_adv = GanLoss::NonSaturating.d_loss(&d_real, &d_fake);
-        let r1 = if lazy_r1 {
-            r1_penalty(&d_real, &real_in, c.r1_gamma) * c.r1_every as f64
-        } else {
-            Tensor::zeros([], (Kind::Float, self.device))
-        };
-        let d_loss = &d_adv + &r1;
-        self.pair.opt_d.backward_step(&d_loss, ctx);
-        // G: non-saturating loss with style mixing; path-length regularisation when enabled.
+        let d_adv = GanLoss::NonSaturating.d_loss(&self.d.forward(&real), &self.d.forward(&fake));
+        self.pair.opt_d.backward_step(&d_adv, ctx);
+        // Every r1_every steps, a separate D step on R1 x r1_every alone ("Dreg").
+        let mut r1_v = None;
+        if c.r1_lazy_step(ctx.step) {
+            let real_in = real.detach().set_requires_grad(true);
+            let r1 =
+                r1_penalty(&self.d.forward(&real_in), &real_in, c.r1_gamma) * c.r1_every as f64;
+            self.pair.opt_d.backward_step(&r1, ctx);
+            r1_v = Some(r1.double_value(&[]));
+        }
+        // G: non-saturating loss with style mixing ("Gmain").
         let frozen = self.pair.freeze_d();
         let ws = self.styles(n, true);
         let g_adv = GanLoss::NonSaturating.g_loss(&self.d.forward(&self.g.synthesis(&ws)));
-        let mut g_loss = g_adv.shallow_clone();
-        let mut pl_v = 0.0;
-        if c.pl_weight > 0.0 && ctx.step % c.pl_every.max(1) == 0 {
-            let ws = self
-                .styles((n / 2).max(1), false)
-                .detach()
-                .set_requires_grad(true);
+        self.pair.opt_g.backward_step(&g_adv, ctx);
+        drop(frozen);
+        // Every pl_every steps, a separate G step on the path-length penalty x pl_every
+        // ("Gpl"), on half the batch with mixed styles.
+        let mut pl_v = None;
+        if c.pl_lazy_step(ctx.step) {
+            // Not detached: as in ADA and rosinality's port, the penalty also reaches the
+            // mapping network through the styles.
+            let ws = self.styles((n / 2).max(1), true);
             let img = self.g.synthesis(&ws);
             let s = img.size();
             let y = Tensor::randn_like(&img) / ((s[2] * s[3]) as f64).sqrt();
-            let grad =
-                Tensor::run_backward(&[(img * y).sum(Kind::Float)], &[&ws], true, true).remove(0);
-            let lengths = grad
-                .square()
-                .sum_dim_intlist(2, false, Kind::Float)
-                .mean_dim(1, false, Kind::Float)
-                .sqrt();
+            let lengths = path_lengths(&img, &ws, &y);
             let mean = tch::no_grad(|| {
                 let m = &self.pl_mean + (lengths.mean(Kind::Float) - &self.pl_mean) * 0.01;
                 self.pl_mean.shallow_clone().copy_(&m);
@@ -655,11 +690,9 @@ impl Model for StyleGan {
             });
             let pl =
                 (lengths - mean).square().mean(Kind::Float) * (c.pl_weight * c.pl_every as f64);
-            pl_v = pl.double_value(&[]);
-            g_loss = &g_loss + pl;
+            self.pair.opt_g.backward_step(&pl, ctx);
+            pl_v = Some(pl.double_value(&[]));
         }
-        self.pair.opt_g.backward_step(&g_loss, ctx);
-        drop(frozen);
         // Track the mean w for truncation.
         tch::no_grad(|| {
             let w = self.g.map(&self.z(n)).mean_dim(0, false, Kind::Float);
@@ -670,11 +703,11 @@ impl Model for StyleGan {
             ("d_loss".into(), d_adv.double_value(&[])),
             ("g_loss".into(), g_adv.double_value(&[])),
         ];
-        if lazy_r1 {
-            out.push(("r1".into(), r1.double_value(&[])));
+        if let Some(v) = r1_v {
+            out.push(("r1".into(), v));
         }
-        if c.pl_weight > 0.0 {
-            out.push(("pl".into(), pl_v));
+        if let Some(v) = pl_v {
+            out.push(("pl".into(), v));
         }
         Ok(out)
     }
@@ -930,6 +963,80 @@ mod tests {
         assert_eq!(s.size(), [3, 1, 28, 28]);
         let grid = m.interpolate(2, 3).unwrap().unwrap();
         assert_eq!(grid.size(), [6, 1, 28, 28]);
+    }
+
+    #[test]
+    fn lazy_regularisation_takes_its_own_optimiser_steps_with_rescaled_adam() {
+        let _rng = crate::test_lock();
+        tch::manual_seed(0);
+        let cfg = StyleGanConfig {
+            pl_weight: 2.0,
+            pl_every: 4,
+            r1_every: 2,
+            ..tiny()
+        };
+        // c = k / (k + 1): D 2/3 (R1 every 2), G 4/5 (path length every 4).
+        let (g, d) = cfg.adam_configs();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(d.lr, cfg.lr * 2.0 / 3.0) && close(d.beta2, cfg.beta2.powf(2.0 / 3.0)));
+        assert!(close(g.lr, cfg.lr * 0.8) && close(g.beta2, cfg.beta2.powf(0.8)));
+        assert!(close(d.beta1, cfg.beta1.powf(2.0 / 3.0)));
+        // Without the path-length penalty G's Adam is the configured one.
+        let (g_off, _) = StyleGanConfig {
+            pl_weight: 0.0,
+            ..cfg.clone()
+        }
+        .adam_configs();
+        assert!(close(g_off.lr, cfg.lr) && close(g_off.beta2, cfg.beta2));
+        let mut m = StyleGan::new(cfg, Device::Cpu).unwrap();
+        assert!(close(m.pair.opt_d.cfg.lr, d.lr) && close(m.pair.opt_g.cfg.lr, g.lr));
+        let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        // Optimiser steps after each training step: D 1 + (R1 at 0, 2, 4), G 1 + (PL at 0, 4).
+        let want = [(2, 2), (3, 3), (5, 4), (6, 5), (8, 7)];
+        for (step, (d_steps, g_steps)) in want.into_iter().enumerate() {
+            let l = m
+                .train_step(
+                    &Batch {
+                        x: x.shallow_clone(),
+                        y: None,
+                    },
+                    &StepCtx {
+                        step: step as u64,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(
+                (m.pair.opt_d.steps(), m.pair.opt_g.steps()),
+                (d_steps, g_steps),
+                "after step {step}"
+            );
+            let has = |k: &str| l.iter().any(|(n, _)| n == k);
+            assert_eq!(has("r1"), step % 2 == 0, "{l:?}");
+            assert_eq!(has("pl"), step % 4 == 0, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn path_lengths_follow_their_formula() {
+        // img[n, 0, l, 0] = sum_w ws[n, l, w] a[w]: J^T y = y[n, l] a, so the length is
+        // |a| * sqrt(mean_l y[n, l]^2).
+        let _rng = crate::test_lock();
+        let ws = Tensor::randn([3, 5, 4], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let a = Tensor::from_slice(&[1.0f64, -2.0, 0.5, 3.0]);
+        let img = (&ws * &a)
+            .sum_dim_intlist(2, false, Kind::Double)
+            .view([3, 1, 5, 1]);
+        let y = Tensor::randn([3, 1, 5, 1], (Kind::Double, Device::Cpu));
+        let got = path_lengths(&img, &ws, &y);
+        let norm_a = (1.0f64 + 4.0 + 0.25 + 9.0).sqrt();
+        let want = y
+            .view([3, 5])
+            .square()
+            .mean_dim(1, false, Kind::Double)
+            .sqrt()
+            * norm_a;
+        assert!(got.allclose(&want, 1e-9, 1e-12, false), "{got} {want}");
     }
 
     #[test]

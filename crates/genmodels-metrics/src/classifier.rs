@@ -260,8 +260,26 @@ mod tests {
             classification_accuracy_score(cfg, ds.clone(), ds.as_ref(), 4, 0, Device::Cpu).unwrap()
                 > 0.95
         );
+    }
+
+    #[test]
+    fn class_histogram_kl_has_its_closed_form_value() {
+        // Generated argmax histogram p = [1/2, 1/2, 0, 0] against real q = [1/4, 1/4, 1/4, 1/4]:
+        // KL(p || q) = 2 * 1/2 * ln(2) = ln 2; the reverse order of the arguments would be
+        // infinite (clamped), a histogram of logits instead of argmax would differ too.
+        let logits = Tensor::from_slice(&[
+            3.0f32, 0.0, 0.0, 0.0, //
+            0.9, 1.0, 0.0, 0.0, //
+            2.0, 0.0, 1.0, 0.0, //
+            0.0, 5.0, 0.0, 4.0,
+        ])
+        .view([4, 4]);
         let labels = Tensor::from_slice(&[0i64, 1, 2, 3]);
-        let (kl, _) = class_histogram_kl(&c.logits(&x.repeat([1, 1, 1, 1])), &labels, 4).unwrap();
-        assert!(kl >= 0.0);
+        let (kl, hist) = class_histogram_kl(&logits, &labels, 4).unwrap();
+        assert!((kl - std::f64::consts::LN_2).abs() < 1e-9, "{kl}");
+        assert_eq!(hist, vec![0.5, 0.5, 0.0, 0.0]);
+        // The same histogram as the real one: zero.
+        let same = Tensor::eye(4, (Kind::Float, Device::Cpu));
+        assert!(class_histogram_kl(&same, &labels, 4).unwrap().0.abs() < 1e-9);
     }
 }

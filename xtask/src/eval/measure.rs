@@ -539,6 +539,13 @@ impl Job<'_> {
                 loss_plot(run, r, &self.img("loss.png"))?;
                 m.images
                     .push(("training curves".into(), self.rel("loss.png")));
+                // A codebook model's usage over training (perplexity of its codes per batch).
+                if codebook_plot(run, r, &self.img("codebook.png"))? {
+                    m.images.push((
+                        "codebook usage over training".into(),
+                        self.rel("codebook.png"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -791,6 +798,28 @@ fn loss_plot(run: &Path, r: &Recipe, png: &Path) -> Result<()> {
         640,
         360,
     )
+}
+
+/// The codebook perplexity the run logged (codes in use, `exp` of the codes' entropy per
+/// batch) against the step, when it logged one: a VQ-VAE's codebook usage over training.
+fn codebook_plot(run: &Path, r: &Recipe, png: &Path) -> Result<bool> {
+    let path = RunLayout::new(run).log();
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut series = plot::log_series(&LogLine::parse_log(&text));
+    series.retain(|s| s.name == "perplexity");
+    if series.is_empty() {
+        return Ok(false);
+    }
+    plot::line_chart(
+        png,
+        &format!("{}: codebook perplexity (codes in use) over training", r.id),
+        "step",
+        &series,
+        640,
+        300,
+    )?;
+    Ok(true)
 }
 
 /// `genmodels metrics` of `fake` against `real` in the domain classifier's features, to `json`.

@@ -538,7 +538,7 @@ mod tests {
         assert_eq!(
             m.commands,
             [
-                "genmodels --threads 1 train vae --data fashion-mnist --out OUT/runs/vae --steps 12000 --batch-size 100 \
+                "genmodels --threads 1 train vae --data fashion-mnist --out OUT/runs/vae --steps 9360 --batch-size 128 \
                  --time-budget 60s --force --sample-every 4000 --checkpoint-every 1000 --log-every 100",
                 "genmodels --threads 1 sample OUT/runs/vae -n 64 --out OUT/runs/vae/eval/grid",
                 "genmodels --threads 1 interpolate OUT/runs/vae --out OUT/img/vae-interp.png --seed 1",

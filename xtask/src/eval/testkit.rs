@@ -67,6 +67,7 @@ pub fn nll() -> NllReport {
         preparation: "dynamic binarisation".into(),
         estimator: "importance sampling, k = 5000".into(),
         ema: false,
+        test_set_sha256: String::new(),
     }
 }
 

@@ -46,6 +46,24 @@ pub struct NllArgs {
     ema: bool,
 }
 
+/// SHA-256 of the prepared images as little-endian float32, in order: the identity of the
+/// test set a likelihood was scored on (`scripts/vae_reference.py` prints the same digest).
+fn test_set_sha256(prepared: &[Tensor]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for x in prepared {
+        let v = Vec::<f32>::try_from(
+            x.to_kind(Kind::Float)
+                .to_device(tch::Device::Cpu)
+                .flatten(0, -1),
+        )?;
+        for f in v {
+            h.update(f.to_le_bytes());
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// Images scored per pass.
 const PER: usize = 100;
 
@@ -77,6 +95,7 @@ pub fn nll(a: NllArgs) -> Result<()> {
         let idx: Vec<usize> = (start..(start + PER).min(n)).collect();
         prepared.push(m.prepare(&DataLoader::collate(ds.as_ref(), &idx, device)?.x)?);
     }
+    let digest = test_set_sha256(&prepared)?;
     // The bounds first, then the importance samples: the bound's draws do not depend on -k.
     seed_everything(s.seed ^ 0x15_a3_9e);
     let (mut ll, mut bound, mut means) = (Vec::new(), Vec::new(), Vec::new());
@@ -126,6 +145,7 @@ pub fn nll(a: NllArgs) -> Result<()> {
         preparation: m.preparation(),
         estimator: m.estimator(k),
         ema: a.ema,
+        test_set_sha256: digest,
     };
     println!("{:<28} {:>10}", "metric", "value");
     println!(
@@ -145,6 +165,7 @@ pub fn nll(a: NllArgs) -> Result<()> {
         s.data, r.preparation, s.seed
     );
     println!("estimator: {}", r.estimator);
+    println!("test set sha256: {}", r.test_set_sha256);
     if let Some(p) = &s.json {
         write_json(p, &r)?;
     }

@@ -45,6 +45,17 @@ pub enum Activation {
     Relu,
 }
 
+/// How the linear layers' weights are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearInit {
+    /// PyTorch's `nn.Linear`: weights and biases uniform in `+-1 / sqrt(fan_in)`.
+    Pytorch,
+    /// tch's `nn::linear` default: Kaiming uniform with the ReLU gain, `+-sqrt(6 / fan_in)`
+    /// (2.45 times wider), biases as PyTorch. What runs before session 8 used.
+    Tch,
+}
+
 /// The bound a model trains on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +77,9 @@ pub struct VaeConfig {
     /// Missing in a run folder written before this setting existed: tanh, what it ran.
     #[serde(default = "Activation::legacy")]
     pub activation: Activation,
+    /// Missing in a run folder written before this setting existed: tch's, what it ran.
+    #[serde(default = "LinearInit::legacy")]
+    pub init: LinearInit,
     pub z_dim: i64,
     pub objective: Objective,
     /// Samples per input (`k` of the IWAE bound; for the ELBO, of its reconstruction term).
@@ -87,6 +101,7 @@ impl Default for VaeConfig {
             hidden: 400,
             hidden_layers: 1,
             activation: Activation::Relu,
+            init: LinearInit::Pytorch,
             z_dim: 20,
             objective: Objective::Elbo,
             k: 1,
@@ -102,6 +117,27 @@ impl Activation {
     fn legacy() -> Self {
         Activation::Tanh
     }
+}
+
+impl LinearInit {
+    fn legacy() -> Self {
+        LinearInit::Tch
+    }
+}
+
+fn linear(p: nn::Path, inp: i64, out: i64, init: LinearInit) -> nn::Linear {
+    let cfg = match init {
+        LinearInit::Tch => Default::default(),
+        LinearInit::Pytorch => {
+            let b = 1.0 / (inp.max(1) as f64).sqrt();
+            nn::LinearConfig {
+                ws_init: nn::Init::Uniform { lo: -b, up: b },
+                bs_init: Some(nn::Init::Uniform { lo: -b, up: b }),
+                bias: true,
+            }
+        }
+    };
+    nn::linear(p, inp, out, cfg)
 }
 
 impl VaeConfig {
@@ -158,17 +194,13 @@ impl VaeConfig {
 
 /// The hidden layers `h0, h1, ...` of an MLP under `p`; the output layer (`p / "out"`) is made
 /// apart, so that the decoder's can be used in closed form.
-fn mlp_body(p: &nn::Path, inp: i64, hidden: i64, layers: i64, act: Activation) -> nn::Sequential {
+fn mlp_body(p: &nn::Path, inp: i64, cfg: &VaeConfig) -> nn::Sequential {
+    let (hidden, act) = (cfg.hidden, cfg.activation);
     let mut s = nn::seq();
     let mut d = inp;
-    for i in 0..layers {
+    for i in 0..cfg.hidden_layers {
         s = s
-            .add(nn::linear(
-                p / format!("h{i}"),
-                d,
-                hidden,
-                Default::default(),
-            ))
+            .add(linear(p / format!("h{i}"), d, hidden, cfg.init))
             .add_fn(move |x| match act {
                 Activation::Tanh => x.tanh(),
                 Activation::Relu => x.relu(),
@@ -178,20 +210,8 @@ fn mlp_body(p: &nn::Path, inp: i64, hidden: i64, layers: i64, act: Activation) -
     s
 }
 
-fn mlp(
-    p: nn::Path,
-    inp: i64,
-    hidden: i64,
-    layers: i64,
-    act: Activation,
-    out: i64,
-) -> nn::Sequential {
-    mlp_body(&p, inp, hidden, layers, act).add(nn::linear(
-        &p / "out",
-        hidden,
-        out,
-        Default::default(),
-    ))
+fn mlp(p: nn::Path, inp: i64, cfg: &VaeConfig, out: i64) -> nn::Sequential {
+    mlp_body(&p, inp, cfg).add(linear(&p / "out", cfg.hidden, out, cfg.init))
 }
 
 pub struct Vae {
@@ -220,11 +240,10 @@ impl Vae {
     pub fn new(name: &'static str, cfg: VaeConfig, device: Device) -> Result<Self> {
         cfg.validate(name)?;
         let vs = VarStore::new(device);
-        let (d, h, l, z) = (cfg.dim(), cfg.hidden, cfg.hidden_layers, cfg.z_dim);
-        let act = cfg.activation;
-        let enc = mlp(vs.root() / "enc", d, h, l, act, 2 * z);
-        let dec = mlp_body(&(vs.root() / "dec"), z, h, l, act);
-        let dec_out = nn::linear(vs.root() / "dec" / "out", h, d, Default::default());
+        let (d, h, z) = (cfg.dim(), cfg.hidden, cfg.z_dim);
+        let enc = mlp(vs.root() / "enc", d, &cfg, 2 * z);
+        let dec = mlp_body(&(vs.root() / "dec"), z, &cfg);
+        let dec_out = linear(vs.root() / "dec" / "out", h, d, cfg.init);
         let opt = Adam::new(
             &vs,
             AdamConfig {
@@ -704,6 +723,40 @@ mod tests {
             ..Default::default()
         };
         Vae::new("vae", cfg, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn pytorch_init_bounds_and_legacy_run_configs() {
+        let _rng = crate::test_lock();
+        tch::manual_seed(0);
+        let m = Vae::new("vae", VaeConfig::default(), Device::Cpu).unwrap();
+        let v = m.vs.variables();
+        // PyTorch's nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std = bound / sqrt(3).
+        let w = &v["enc.h0.weight"];
+        let b = 1.0 / 784f64.sqrt();
+        assert!(w.abs().max().double_value(&[]) <= b);
+        let std = w.std(true).double_value(&[]);
+        assert!((std - b / 3f64.sqrt()).abs() < 0.02 * b, "{std}");
+        // tch's default is 2.45 times wider: the legacy setting keeps it.
+        let tch_cfg = VaeConfig {
+            init: LinearInit::Tch,
+            ..Default::default()
+        };
+        let t = Vae::new("vae", tch_cfg, Device::Cpu).unwrap();
+        let tw = t.vs.variables()["enc.h0.weight"]
+            .std(true)
+            .double_value(&[]);
+        assert!((tw / std - 6f64.sqrt()).abs() < 0.1, "{tw} {std}");
+        // A run folder from before `activation` and `init` existed ran tanh and tch's init.
+        let mut old = serde_json::to_value(VaeConfig::iwae_paper()).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("activation");
+        o.remove("init");
+        let cfg: VaeConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (cfg.activation, cfg.init),
+            (Activation::Tanh, LinearInit::Tch)
+        );
     }
 
     #[test]

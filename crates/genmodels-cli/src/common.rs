@@ -15,6 +15,7 @@ pub fn registry() -> &'static Registry {
         all.extend(genmodels_transformer::entries());
         all.extend(genmodels_vae::entries());
         all.extend(genmodels_diffusion::entries());
+        all.extend(genmodels_ebm::entries());
         Registry::new(all)
     })
 }

@@ -54,6 +54,9 @@ enum Cmd {
     Generate(cmd::generate::GenerateArgs),
     /// Validation loss, perplexity and bits per character of a text run.
     Perplexity(cmd::perplexity::PerplexityArgs),
+    /// An energy model on 2-D points: its density exp(-E) as a heat map over the data, and
+    /// its samples.
+    Energy(cmd::energy::EnergyArgs),
     /// Test negative log-likelihood of an image run by importance sampling (k = 5000 as in
     /// the IWAE paper), in nats and bits per dimension, its one-sample bound and active units.
     Nll(cmd::nll::NllArgs),
@@ -121,6 +124,7 @@ fn main() {
         Cmd::Generate(a) => cmd::generate::generate(a),
         Cmd::Perplexity(a) => cmd::perplexity::perplexity(a),
         Cmd::Nll(a) => cmd::nll::nll(a),
+        Cmd::Energy(a) => cmd::energy::energy(a),
         Cmd::Traverse(a) => cmd::traverse::traverse(a),
         Cmd::Reconstruct(a) => cmd::reconstruct::reconstruct(a),
         Cmd::ImportGpt2(a) => cmd::import::import_gpt2(a),

@@ -138,9 +138,99 @@ pub fn save_scatter(
     write_atomic(path, &encode_png(&canvas, size, size, 3)?)
 }
 
+/// A perceptual colour map (dark purple -> blue -> green -> yellow, viridis' stops) for t in [0, 1].
+fn viridis(t: f64) -> [u8; 3] {
+    const STOPS: [[f64; 3]; 5] = [
+        [68.0, 1.0, 84.0],
+        [59.0, 82.0, 139.0],
+        [33.0, 145.0, 140.0],
+        [94.0, 201.0, 98.0],
+        [253.0, 231.0, 37.0],
+    ];
+    let t = t.clamp(0.0, 1.0) * 4.0;
+    let i = (t.floor() as usize).min(3);
+    let f = t - i as f64;
+    let mut out = [0u8; 3];
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = (STOPS[i][c] * (1.0 - f) + STOPS[i + 1][c] * f).round() as u8;
+    }
+    out
+}
+
+/// A heat map of `values` `[H, W]` (row 0 at the top), scaled from its minimum to its maximum,
+/// optionally with `points` `[N, 2]` drawn in white over the square `[-lim, lim]^2` the grid
+/// covers. Written atomically as a PNG.
+pub fn save_heatmap(values: &Tensor, points: Option<&Tensor>, lim: f64, path: &Path) -> Result<()> {
+    let (h, w) = match values.size().as_slice() {
+        &[h, w] if h > 0 && w > 0 => (h as usize, w as usize),
+        s => {
+            return Err(Error::invalid(format!(
+                "a heat map needs values [H, W], got shape {s:?}"
+            )))
+        }
+    };
+    let v: Vec<f64> = Vec::try_from(
+        values
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Double)
+            .flatten(0, -1),
+    )
+    .map_err(Error::Torch)?;
+    let (lo, hi) = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let mut canvas = Vec::with_capacity(h * w * 3);
+    for x in &v {
+        let t = if x.is_finite() { (x - lo) / span } else { 0.0 };
+        canvas.extend_from_slice(&viridis(t));
+    }
+    if let Some(p) = points {
+        let pv: Vec<f32> = Vec::try_from(
+            p.detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .flatten(0, -1),
+        )
+        .map_err(Error::Torch)?;
+        for q in pv.chunks_exact(2) {
+            let px = ((q[0] as f64 + lim) / (2.0 * lim) * (w as f64 - 1.0)).round();
+            let py = ((lim - q[1] as f64) / (2.0 * lim) * (h as f64 - 1.0)).round();
+            if px >= 0.0 && py >= 0.0 && px < w as f64 && py < h as f64 {
+                let i = (py as usize * w + px as usize) * 3;
+                canvas[i..i + 3].copy_from_slice(&[255, 255, 255]);
+            }
+        }
+    }
+    write_atomic(path, &encode_png(&canvas, w as u32, h as u32, 3)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heat_maps_run_from_the_first_to_the_last_colour_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.png");
+        let v = Tensor::arange(6, (Kind::Float, Device::Cpu)).reshape([2, 3]);
+        save_heatmap(&v, None, 1.0, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (3, 2));
+        assert_eq!(img.get_pixel(0, 0).0, [68, 1, 84]);
+        assert_eq!(img.get_pixel(2, 1).0, [253, 231, 37]);
+        assert!(save_heatmap(
+            &Tensor::zeros([4], (Kind::Float, Device::Cpu)),
+            None,
+            1.0,
+            &p
+        )
+        .is_err());
+    }
 
     #[test]
     fn u8_round_trip() {

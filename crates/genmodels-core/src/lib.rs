@@ -13,6 +13,7 @@ pub mod data;
 pub mod device;
 mod error;
 pub mod image_io;
+pub mod layers;
 pub mod losses;
 pub mod model;
 pub mod ops;

@@ -78,6 +78,10 @@ pub trait Model {
     fn as_scheduled(&mut self) -> Option<&mut dyn ScheduledSampling> {
         None
     }
+    /// An energy over inputs ([`Capability::Energy`]).
+    fn as_energy(&mut self) -> Option<&mut dyn Energy> {
+        None
+    }
     /// The variable stores to checkpoint, by a stable name (`g`, `d`, ...).
     fn var_stores(&self) -> Vec<(&str, &VarStore)>;
     /// The store whose exponential moving average the trainer keeps (usually the generator).
@@ -123,8 +127,23 @@ pub fn probe_capabilities(model: &mut dyn Model) -> Result<Vec<Capability>> {
     if model.as_scheduled().is_some() {
         c.push(Capability::Schedulers);
     }
+    if model.as_energy().is_some() {
+        c.push(Capability::Energy);
+    }
     c.sort();
     Ok(c)
+}
+
+/// An energy E(x) over inputs (low on data), as energy-based models define one.
+pub trait Energy {
+    /// Energies `[N]` of inputs shaped as the training data (`[N, D]` points or `[N, C, H, W]`
+    /// images in [-1, 1]), in evaluation mode.
+    fn energy(&mut self, x: &Tensor) -> Result<Tensor>;
+    /// Class logits `[N, K]` when the energy is a classifier's (JEM: E(x) = -logsumexp of
+    /// them), else `None`.
+    fn class_logits(&mut self, _x: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// Sampling given class labels.

@@ -1,5 +1,6 @@
 //! Sampling helpers: Gaussian latents with truncation, categorical sampling from logits with
-//! temperature / top-k / top-p / repetition penalty, and Langevin / SGLD steps for energy models.
+//! temperature / top-k / top-p / repetition penalty. (Langevin / SGLD for energy models lives
+//! in `genmodels-ebm`.)
 
 use crate::{Error, Result};
 use tch::{Device, Kind, Tensor};
@@ -176,25 +177,6 @@ impl LogitsProcessor {
     }
 }
 
-/// One SGLD step (Welling & Teh 2011, in the form JEM uses, Grathwohl et al. 2019, Eq. 11):
-/// `x - step_size * grad E(x) + noise_std * N(0, I)`. The result is detached.
-pub fn sgld_step(
-    x: &Tensor,
-    energy: impl Fn(&Tensor) -> Tensor,
-    step_size: f64,
-    noise_std: f64,
-) -> Tensor {
-    let xg = x.detach().set_requires_grad(true);
-    let e = energy(&xg).sum(Kind::Float);
-    let g = Tensor::run_backward(&[e], &[&xg], false, false).remove(0);
-    (x.detach() - g * step_size + Tensor::randn_like(x) * noise_std).detach()
-}
-
-/// Unadjusted Langevin dynamics with step `eps`: `x - eps/2 grad E(x) + sqrt(eps) N(0, I)`.
-pub fn langevin_step(x: &Tensor, energy: impl Fn(&Tensor) -> Tensor, eps: f64) -> Tensor {
-    sgld_step(x, energy, eps / 2.0, eps.sqrt())
-}
-
 /// Generation settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateConfig {
@@ -316,19 +298,5 @@ mod tests {
             .double_value(&[]);
         assert!((frac0 - 0.625).abs() < 0.02, "{frac0}");
         assert_eq!(s.ge(2).sum(Kind::Int64).int64_value(&[]), 0);
-    }
-
-    #[test]
-    fn langevin_samples_a_gaussian() {
-        // E(x) = x^2 / 2 is N(0, 1); Langevin with a small step should get there.
-        tch::manual_seed(0);
-        let mut x = Tensor::full([4000, 1], 3.0, (Kind::Float, Device::Cpu));
-        for _ in 0..400 {
-            x = langevin_step(&x, |x| x.square() * 0.5, 0.05);
-        }
-        let m = x.mean(Kind::Float).double_value(&[]);
-        let v = x.var(true).double_value(&[]);
-        assert!(m.abs() < 0.1, "mean {m}");
-        assert!((v - 1.0).abs() < 0.15, "var {v}");
     }
 }

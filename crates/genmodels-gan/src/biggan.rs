@@ -29,6 +29,7 @@
 
 use crate::pair::{critic_chunks, GanPair};
 use genmodels_core::data::Batch;
+use genmodels_core::layers::SpectralNorm;
 use genmodels_core::losses::GanLoss;
 use genmodels_core::model::check::{Check, MAX_SIDE, MAX_WIDTH};
 use genmodels_core::model::{
@@ -160,53 +161,23 @@ impl BigGanConfig {
 // ---------------------------------------------------------------------------------------------
 // Spectral normalisation
 
-/// A weight divided by its largest singular value, estimated by power iteration on a stored
-/// vector `u` (not trained; checkpointed).
+/// A spectrally normalised weight (the core's [`SpectralNorm`]), drawn from N(0, 1/fan_in):
+/// BigGAN-PyTorch initialises with orthogonal init, which is close for our sizes.
 #[derive(Debug)]
-struct SnWeight {
-    w: Tensor,
-    u: Tensor,
-}
+struct SnWeight(SpectralNorm);
 
 impl SnWeight {
     fn new(p: &nn::Path, shape: &[i64]) -> Self {
         let fan_in: i64 = shape[1..].iter().product();
-        // BigGAN-PyTorch initialises with orthogonal init; N(0, 1/fan_in) is close for our sizes.
-        let w = p.var(
-            "weight",
-            shape,
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: (1.0 / fan_in as f64).sqrt(),
-            },
-        );
-        let u = p.zeros_no_train("sn_u", &[shape[0]]);
-        tch::no_grad(|| {
-            let r = Tensor::randn([shape[0]], (Kind::Float, u.device()));
-            u.shallow_clone().copy_(&(&r / (r.norm() + 1e-12)));
-        });
-        SnWeight { w, u }
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: (1.0 / fan_in as f64).sqrt(),
+        };
+        SnWeight(SpectralNorm::new(p, shape, init))
     }
 
-    /// `W / sigma(W)`; in training one power iteration updates `u` first.
     fn get(&self, train: bool) -> Tensor {
-        let out = self.w.size()[0];
-        let wm = self.w.view([out, -1]);
-        let (u, v) = tch::no_grad(|| {
-            let u = &self.u / (self.u.norm() + 1e-12);
-            let v = wm.tr().mv(&u);
-            let v = &v / (v.norm() + 1e-12);
-            if train {
-                let u2 = wm.mv(&v);
-                let u2 = &u2 / (u2.norm() + 1e-12);
-                self.u.shallow_clone().copy_(&u2);
-                (u2, v)
-            } else {
-                (u, v)
-            }
-        });
-        let sigma = u.dot(&wm.mv(&v));
-        &self.w / sigma
+        self.0.get(train)
     }
 }
 
@@ -893,29 +864,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn spectral_norm_makes_the_largest_singular_value_one() {
-        let _rng = crate::test_lock();
-        tch::manual_seed(1);
-        let vs = VarStore::new(Device::Cpu);
-        let w = SnWeight::new(&vs.root(), &[16, 8, 3, 3]);
-        for _ in 0..30 {
-            let _ = w.get(true);
-        }
-        let m = tch::no_grad(|| w.get(false).view([16, -1]));
-        let top = m
-            .mm(&m.tr())
-            .linalg_eigvalsh("L")
-            .max()
-            .sqrt()
-            .double_value(&[]);
-        assert!((top - 1.0).abs() < 1e-3, "largest singular value {top}");
-        // Evaluation does not move u.
-        let u = w.u.copy();
-        let _ = w.get(false);
-        assert!(w.u.equal(&u));
     }
 
     #[test]

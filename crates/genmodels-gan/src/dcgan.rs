@@ -36,8 +36,13 @@ use tch::{Device, Kind, Tensor};
 pub struct DcganConfig {
     /// Output image channels.
     pub channels: i64,
-    /// Output image side (square); must be base * 2^k with base >= 4 and k >= 1.
+    /// Output image side (square).
     pub image_size: i64,
+    /// Side of the square the networks work on (0: `image_size`); must be base * 2^k with
+    /// base >= 4 and k >= 1. Larger than `image_size`, real images are padded with background
+    /// (-1) around their centre for D, and G's canvas is cropped back to `image_size` when
+    /// sampling: the PyTorch example's 32x32 layout (4 -> 8 -> 16 -> 32) for 28x28 images.
+    pub canvas: i64,
     /// Latent dimension (paper: 100).
     pub z_dim: i64,
     /// Generator width: channels of its last hidden layer (paper: 128 at 64x64; 64 is the
@@ -74,6 +79,7 @@ impl Default for DcganConfig {
         DcganConfig {
             channels: 1,
             image_size: 28,
+            canvas: 0,
             z_dim: 100,
             ngf: 64,
             ndf: 64,
@@ -108,16 +114,39 @@ impl DcganConfig {
         self.geometry_for("dcgan")
     }
 
+    /// The side the networks work on.
+    pub fn canvas_side(&self) -> i64 {
+        if self.canvas > 0 {
+            self.canvas
+        } else {
+            self.image_size
+        }
+    }
+
+    /// The smallest side 4 * 2^k (k >= 1) that holds `image_size`: 28 -> 32, 64 -> 64.
+    pub fn power_of_two_canvas(image_size: i64) -> i64 {
+        let mut side = 8;
+        while side < image_size && side < MAX_SIDE {
+            side *= 2;
+        }
+        side
+    }
+
     fn geometry_for(&self, model: &str) -> Result<(i64, usize)> {
-        let (mut side, mut k) = (self.image_size, 0usize);
+        let (mut side, mut k) = (self.canvas_side(), 0usize);
         while side % 2 == 0 && side / 2 >= 4 {
             side /= 2;
             k += 1;
         }
         if k == 0 || side < 4 {
+            let (key, v) = if self.canvas > 0 {
+                ("canvas", self.canvas)
+            } else {
+                ("image_size", self.image_size)
+            };
             return Err(Check::model(model).error(
-                "image_size",
-                self.image_size,
+                key,
+                v,
                 "base * 2^k with base >= 4 and k >= 1 (e.g. 28, 32, 64)",
             ));
         }
@@ -128,6 +157,15 @@ impl DcganConfig {
     pub fn validate(&self, model: &str) -> Result<()> {
         let c = Check::model(model);
         c.image(self.channels, self.image_size, 8, MAX_SIDE)?;
+        c.ensure(
+            self.canvas == 0 || (self.image_size..=MAX_SIDE).contains(&self.canvas),
+            "canvas",
+            self.canvas,
+            format!(
+                "0 (the image side) or a side from image_size ({}) to {MAX_SIDE}",
+                self.image_size
+            ),
+        )?;
         let (_, k) = self.geometry_for(model)?;
         // The widest layers are ngf * 2^(k-1) (G's first) and ndf * 2^(k-1) (D's last).
         let widest = MAX_WIDTH >> (k - 1);
@@ -230,7 +268,7 @@ pub fn generator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
 pub fn discriminator(p: nn::Path, c: &DcganConfig) -> Result<nn::SequentialT> {
     let (base, k) = c.geometry()?;
     let mut ch = c.ndf;
-    let mut side = c.image_size / 2;
+    let mut side = c.canvas_side() / 2;
     let mut seq = nn::seq_t()
         .add(nn::conv2d(&p / "in", c.channels, ch, 4, conv_cfg()))
         .add_fn(|x| crate::ops::leaky_relu(x, 0.2));
@@ -319,9 +357,35 @@ impl Dcgan {
         Tensor::randn([n, self.cfg.z_dim], (Kind::Float, self.device))
     }
 
-    /// Generator output for given latents, in evaluation mode (batch-norm running statistics).
+    /// Generator output for given latents, in evaluation mode (batch-norm running statistics),
+    /// cropped from the canvas to the image side.
     pub fn generate(&self, z: &Tensor) -> Tensor {
-        tch::no_grad(|| self.g.forward_t(z, false))
+        let x = tch::no_grad(|| self.g.forward_t(z, false));
+        self.crop(&x)
+    }
+
+    /// Offset of the image inside the canvas (left/top).
+    fn margin(&self) -> i64 {
+        (self.cfg.canvas_side() - self.cfg.image_size) / 2
+    }
+
+    /// The image's square from the centre of a canvas batch.
+    pub fn crop(&self, x: &Tensor) -> Tensor {
+        let (m, s) = (self.margin(), self.cfg.image_size);
+        if self.cfg.canvas_side() == s {
+            return x.shallow_clone();
+        }
+        x.narrow(2, m, s).narrow(3, m, s)
+    }
+
+    /// Real images placed on the canvas, padded with background (-1).
+    pub fn pad(&self, x: &Tensor) -> Tensor {
+        let (m, extra) = (self.margin(), self.cfg.canvas_side() - self.cfg.image_size);
+        if extra == 0 {
+            return x.shallow_clone();
+        }
+        let r = extra - m;
+        (x + 1.0).constant_pad_nd([m, r, m, r]) - 1.0
     }
 }
 
@@ -346,6 +410,7 @@ impl Model for Dcgan {
                 x.size()
             )));
         }
+        let x = &self.pad(x);
         let chunks = critic_chunks(x, self.cfg.n_critic)?;
         let n = chunks[0].size()[0];
         let (mut d_loss_v, mut gp_v) = (0.0, 0.0);
@@ -417,11 +482,20 @@ impl Model for Dcgan {
     crate::pair::delegate_to_pair!();
 }
 
-fn image_config(name: &str, info: &DataInfo, base: DcganConfig) -> Result<serde_json::Value> {
+/// The data's image shape in `base`; with `canvas`, the networks work on the smallest
+/// 4 * 2^k square holding the images (28x28 Fashion-MNIST on 32x32, as the PyTorch example).
+fn image_config(
+    name: &str,
+    info: &DataInfo,
+    base: DcganConfig,
+    canvas: bool,
+) -> Result<serde_json::Value> {
     let (c, h) = crate::pair::square_image(name, info)?;
+    let side = DcganConfig::power_of_two_canvas(h);
     let cfg = DcganConfig {
         channels: c,
         image_size: h,
+        canvas: if canvas && side > h { side } else { 0 },
         ..base
     };
     cfg.validate(name)?;
@@ -437,7 +511,7 @@ pub fn entry() -> ModelEntry {
         capabilities: &[Capability::Interpolation],
         interpolation: Some("slerp in z"),
         summary: "DCGAN (Radford et al. 2016): strided convs, batch norm, Adam(2e-4, 0.5), non-saturating loss",
-        default_config: |info| image_config("dcgan", info, DcganConfig::default()),
+        default_config: |info| image_config("dcgan", info, DcganConfig::default(), true),
         build: |json, device| Ok(Box::new(Dcgan::new(Check::model("dcgan").parse(json)?, device)?)),
     }
 }
@@ -451,7 +525,7 @@ pub fn wgan_gp_entry() -> ModelEntry {
         capabilities: &[Capability::Interpolation],
         interpolation: Some("slerp in z"),
         summary: "WGAN-GP (Gulrajani et al. 2017): critic without batch norm, gradient penalty 10, 5 critic steps (batch = 5 x 64), Adam(1e-4, 0, 0.9)",
-        default_config: |info| image_config("wgan-gp", info, DcganConfig::wgan_gp()),
+        default_config: |info| image_config("wgan-gp", info, DcganConfig::wgan_gp(), false),
         build: |json, device| Ok(Box::new(Dcgan::named("wgan-gp", Check::model("wgan-gp").parse(json)?, device)?)),
     }
 }
@@ -476,7 +550,7 @@ mod tests {
         let bad = [
             ("channels", json!(0)),
             ("channels", json!(65)),
-            ("image_size", json!(9)),
+            ("image_size", json!(4)),
             ("image_size", json!(8192)),
             ("z_dim", json!(0)),
             ("z_dim", json!(100_000)),
@@ -492,6 +566,8 @@ mod tests {
             ("loss", json!("bogus")),
             ("d_norm", json!("bogus")),
             ("lr", json!("fast")),
+            ("canvas", json!(20)),
+            ("canvas", json!(29)), // odd: no stride-2 layer fits
         ];
         genmodels_core::model::check::assert_rejects(&entry(), &crate::fashion_info(), &bad);
         let wgan = [("d_norm", json!("batch")), ("n_critic", json!(1000))];
@@ -500,6 +576,44 @@ mod tests {
             &crate::fashion_info(),
             &wgan,
         );
+    }
+
+    #[test]
+    fn fashion_mnist_trains_on_the_pytorch_examples_32_canvas_and_samples_28() {
+        let _rng = crate::test_lock();
+        let json = (entry().default_config)(&crate::fashion_info()).unwrap();
+        let cfg: DcganConfig = serde_json::from_value(json).unwrap();
+        assert_eq!((cfg.image_size, cfg.canvas), (28, 32));
+        // 4 -> 8 -> 16 -> 32: G's widths 256-128-64 as the example's.
+        assert_eq!(cfg.geometry().unwrap(), (4, 3));
+        let m = Dcgan::new(cfg.clone(), Device::Cpu).unwrap();
+        let vars = m.pair.g_vs.variables();
+        for (name, shape) in [
+            ("proj.weight", [100, 256, 4, 4]),
+            ("up0.weight", [256, 128, 4, 4]),
+            ("up1.weight", [128, 64, 4, 4]),
+            ("out.weight", [64, 1, 4, 4]),
+        ] {
+            assert_eq!(vars[name].size(), shape.to_vec(), "{name}");
+        }
+        let x = Tensor::rand([2, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let p = m.pad(&x);
+        assert_eq!(p.size(), vec![2, 1, 32, 32]);
+        assert_eq!(m.crop(&p), x);
+        // The border is background, -1.
+        let ones = Tensor::ones([2, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let border = (m.pad(&ones) + 1.0).sum(Kind::Float).double_value(&[]);
+        assert_eq!(border, 2.0 * 28.0 * 28.0 * 2.0);
+        assert_eq!(m.generate(&m.latents(3)).size(), vec![3, 1, 28, 28]);
+        // One training step takes 28x28 batches.
+        let mut m = m;
+        let batch = Batch { x, y: None };
+        m.train_step(&batch, &StepCtx::default()).unwrap();
+        // Run folders from before the canvas keep the 28-side networks.
+        let mut old = serde_json::to_value(&cfg).unwrap();
+        old.as_object_mut().unwrap().remove("canvas");
+        let old: DcganConfig = serde_json::from_value(old).unwrap();
+        assert_eq!((old.canvas, old.geometry().unwrap()), (0, (7, 2)));
     }
 
     #[test]

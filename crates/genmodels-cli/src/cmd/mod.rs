@@ -2,6 +2,7 @@
 
 pub mod cas;
 pub mod classifier;
+pub mod energy;
 pub mod fid;
 pub mod generate;
 pub mod import;

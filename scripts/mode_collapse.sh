@@ -36,6 +36,7 @@ case $variant in
 esac
 for s in $seeds; do
   out=${OUTDIR:-runs/mode-collapse}/$mix-$variant-s$s
+  mkdir -p "$(dirname "$out")"
   start=$(date +%s)
   $G --threads "$T" train gan2d --data "$mix" --out "$out" --steps "$steps" --seed "$s" \
       --log-every 500 --sample-every 1000000 --checkpoint-every 5000 --eval-every 0 \

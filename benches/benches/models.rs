@@ -56,14 +56,7 @@ const SCRIPT: &str = "models_bench.py";
 
 /// Times ours against the Python variants of `what` (see the module documentation).
 fn versus(name: &str, what: &str, repeats: usize, targets: &[(&str, f64)], ours: impl FnMut()) {
-    let spec = Spec {
-        name,
-        what,
-        args: json!({}),
-        repeats,
-        targets,
-    };
-    with_python(SCRIPT, &[], |py| compare(py, &spec, ours));
+    versus_args(name, what, json!({}), repeats, targets, ours)
 }
 
 fn dcgan_step(c: &mut Criterion) {
@@ -244,11 +237,13 @@ fn vae_args(cfg: &VaeConfig) -> serde_json::Value {
     })
 }
 
+/// Ours against the Python workload `what` (with `args`) in the same run, round by round.
 fn versus_args(
     name: &str,
     what: &str,
     args: serde_json::Value,
     repeats: usize,
+    targets: &[(&str, f64)],
     ours: impl FnMut(),
 ) {
     let spec = Spec {
@@ -256,7 +251,7 @@ fn versus_args(
         what,
         args,
         repeats,
-        targets: &[],
+        targets,
     };
     with_python(SCRIPT, &[], |py| compare(py, &spec, ours));
 }
@@ -278,6 +273,7 @@ fn vae_step(c: &mut Criterion) {
         "vae_step",
         args,
         20,
+        &[],
         || {
             m.train_step(&batch, &ctx).expect("step");
         },
@@ -310,6 +306,7 @@ fn vae_nll(c: &mut Criterion) {
         "vae_nll",
         args,
         5,
+        &[],
         run,
     );
     let mut g = c.benchmark_group("vae");
@@ -327,11 +324,11 @@ fn vqvae_step(c: &mut Criterion) {
     let x = Tensor::rand([64, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let batch = Batch { x, y: None };
     let ctx = StepCtx::default();
-    versus_args(
+    versus(
         "VQ-VAE autoencoder step, batch 64, EMA codebook of 128 x 16",
         "vqvae_step",
-        json!({}),
         10,
+        &[],
         || {
             m.train_step(&batch, &ctx).expect("step");
         },

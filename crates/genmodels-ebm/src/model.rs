@@ -132,7 +132,9 @@ impl EbmConfig {
     }
 
     /// An energy on 2-D points (ring8, grid25): an MLP, chains started over the mixtures'
-    /// extent, steps small against the modes' widths.
+    /// extent, noise (0.01) below the modes' widths (0.02, 0.05). Measured on ring8 (10k steps
+    /// of 128): step 0.1 put 89 % of the samples within 3 sigma of a mode, step 0.01 (chains
+    /// too slow to follow the energy) 11 %.
     pub fn points() -> Self {
         EbmConfig {
             shape: vec![2],
@@ -140,8 +142,8 @@ impl EbmConfig {
             spectral_norm: false,
             sgld: SgldConfig {
                 steps: 20,
-                step_size: 0.01,
-                noise: 0.005,
+                step_size: 0.1,
+                noise: 0.01,
                 grad_clip: 0.0,
                 noise_first: false,
                 clamp: false,

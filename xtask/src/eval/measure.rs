@@ -511,6 +511,33 @@ impl Job<'_> {
                 m.images
                     .push(("mode-collapse scatter".into(), self.rel("modes.png")));
             }
+            Step::EnergyMap { temperature } => {
+                let png = self.img("energy.png");
+                g.run(
+                    &[
+                        s(&["energy"]),
+                        vec![
+                            p(run),
+                            "--out".into(),
+                            p(&png),
+                            "--temperature".into(),
+                            temperature.to_string(),
+                            "--json".into(),
+                            p(&ev.join("energy.json")),
+                        ],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                m.images.push((
+                    format!("learned density exp(-E / {temperature}), data in white"),
+                    self.rel("energy.png"),
+                ));
+                m.images.push((
+                    "the energy model's samples (blue) over the data (grey)".into(),
+                    self.rel("energy-samples.png"),
+                ));
+            }
             Step::ValidationLoss => {
                 got.validation_loss = Some(last_value(run, "val_loss")?);
             }

@@ -72,6 +72,9 @@ pub enum Step {
     ModeCoverage { real: String, n: usize },
     /// `sample RUN -n N --out DIR` and a scatter of the points over the mixture's modes.
     Scatter { n: usize },
+    /// `energy RUN --out PNG --temperature T --json F` (points models with `energy`): the
+    /// learned density exp(-E / T) as a heat map over the data, and the model's samples.
+    EnergyMap { temperature: f64 },
     /// The last validation loss in the run's log.
     ValidationLoss,
     /// `perplexity RUN --json F`.
@@ -96,6 +99,7 @@ impl Step {
             Step::Nll { .. } => "test NLL",
             Step::ModeCoverage { .. } => "mode coverage",
             Step::Scatter { .. } => "scatter",
+            Step::EnergyMap { .. } => "energy heat map",
             Step::ValidationLoss => "validation loss",
             Step::Perplexity => "perplexity",
             Step::Generate { .. } => "generated text",
@@ -157,6 +161,10 @@ pub fn plan(r: &Recipe, info: &ModelInfo) -> Result<Vec<Step>> {
                 n: r.points,
             });
             steps.push(Step::Scatter { n: r.points });
+            if info.has(Capability::Energy) {
+                // Sharp enough to show the modes, warm enough to show every one of them.
+                steps.push(Step::EnergyMap { temperature: 0.05 });
+            }
         }
         Output::Text => {
             steps.push(Step::ValidationLoss);
@@ -488,6 +496,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("translate"), "{e}");
+    }
+
+    #[test]
+    fn a_points_energy_model_also_draws_its_density() {
+        assert_eq!(
+            plan_of("ebm-ring8"),
+            [
+                Step::ModeCoverage {
+                    real: "ring8".into(),
+                    n: 2500
+                },
+                Step::Scatter { n: 2500 },
+                Step::EnergyMap { temperature: 0.05 },
+                Step::LossCurves
+            ]
+        );
     }
 
     #[test]

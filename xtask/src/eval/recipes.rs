@@ -307,11 +307,14 @@ mod tests {
     #[test]
     fn the_recipe_file_parses_with_known_families_and_unique_ids() {
         let b = RecipeBook::parse(RECIPES_TOML).unwrap();
-        assert_eq!(b.families(), ["gan", "transformer", "vae", "diffusion"]);
-        assert_eq!(b.planned_families, ["ebm"]);
+        assert_eq!(
+            b.families(),
+            ["gan", "transformer", "vae", "diffusion", "ebm"]
+        );
+        assert!(b.planned_families.is_empty());
         for r in &b.recipes {
             assert!(
-                ["gan", "transformer", "vae", "diffusion"].contains(&r.family.as_str()),
+                ["gan", "transformer", "vae", "diffusion", "ebm"].contains(&r.family.as_str()),
                 "{}: family {}",
                 r.id,
                 r.family
@@ -333,10 +336,11 @@ mod tests {
                 "grid25-wgangp",
                 "gpt-mini",
                 "vae",
-                "ddpm"
+                "ddpm",
+                "ebm-ring8"
             ]
         );
-        assert_eq!(b.recipes.len(), 17);
+        assert_eq!(b.recipes.len(), 19);
     }
 
     #[test]
@@ -423,7 +427,8 @@ mod tests {
                 "grid25-wgangp",
                 "gpt-mini",
                 "vae",
-                "ddpm"
+                "ddpm",
+                "ebm-ring8"
             ]
         );
         assert_eq!(sel(&["vae"], &[]).unwrap(), ["vae"]);
@@ -441,11 +446,10 @@ mod tests {
             sel(&[], &["stylegan2", "dcgan"]).unwrap(),
             ["stylegan2", "dcgan"]
         );
-        let e = sel(&["ebm"], &[]).unwrap_err().to_string();
-        assert!(e.contains("not built yet"), "{e}");
+        assert_eq!(sel(&["ebm"], &[]).unwrap(), ["ebm-ring8"]);
         let e = sel(&["gann"], &[]).unwrap_err().to_string();
         assert!(
-            e.contains("unknown family") && e.contains("gan, transformer, vae, diffusion"),
+            e.contains("unknown family") && e.contains("gan, transformer, vae, diffusion, ebm"),
             "{e}"
         );
         let e = sel(&[], &["nope"]).unwrap_err().to_string();
@@ -461,7 +465,7 @@ mod tests {
     fn the_help_texts_come_from_the_recipe_file() {
         let f = family_help();
         assert!(
-            f.contains("(gan, transformer, vae, diffusion;") && f.contains("not built yet: ebm)"),
+            f.contains("(gan, transformer, vae, diffusion, ebm)") && !f.contains("not built yet"),
             "{f}"
         );
         let m = model_help();
@@ -469,7 +473,9 @@ mod tests {
             assert!(m.contains(&r.id) && m.contains(&r.model), "{m}");
         }
         assert!(
-            m.contains("default: dcgan, grid25-plain, grid25-wgangp, gpt-mini, vae, ddpm"),
+            m.contains(
+                "default: dcgan, grid25-plain, grid25-wgangp, gpt-mini, vae, ddpm, ebm-ring8"
+            ),
             "{m}"
         );
     }

@@ -1,7 +1,7 @@
 //! `genmodels energy`: what an energy-based model learned on 2-D points, as pictures: the
-//! density exp(-E) (normalised over the grid shown) as a heat map with the data over it, and
-//! the model's samples over the data; with the share of that density within 3 standard
-//! deviations of a mixture mode.
+//! density exp(-E / T) (normalised over the grid shown; T = 1 is the model's own density) as a
+//! heat map with the data over it, and the model's samples over the data; with the share of
+//! that density within 3 standard deviations of a mixture mode.
 
 use crate::common::{need, open_run, write_json, Weights};
 use anyhow::{bail, Result};
@@ -27,6 +27,10 @@ pub struct EnergyArgs {
     /// Samples drawn for the scatter.
     #[arg(short, long, default_value_t = 2500)]
     n: usize,
+    /// Temperature T of the density exp(-E / T) whose mass near the modes is reported (1: the
+    /// model's own density; SGLD with step s and noise sd samples about T = sd^2 / (2 s)).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long)]
@@ -43,7 +47,9 @@ struct EnergyReport {
     lim: f64,
     energy_min: f64,
     energy_max: f64,
-    /// Mass of exp(-E), normalised over the grid, within 3 standard deviations of a mode.
+    /// The temperature of the density below.
+    temperature: f64,
+    /// Mass of exp(-E / T), normalised over the grid, within 3 standard deviations of a mode.
     density_mass_near_modes: f64,
     /// The same share for the uniform density on the grid (the baseline).
     uniform_mass_near_modes: f64,
@@ -52,6 +58,12 @@ struct EnergyReport {
 }
 
 pub fn energy(a: EnergyArgs) -> Result<()> {
+    if !(a.temperature.is_finite() && a.temperature > 0.0) {
+        bail!(
+            "--temperature {} out of range: expected a number > 0",
+            a.temperature
+        );
+    }
     if !(8..=2000).contains(&a.size) {
         bail!(
             "--size {} out of range: expected 8 to 2000 cells per side",
@@ -96,7 +108,7 @@ pub fn energy(a: EnergyArgs) -> Result<()> {
         }
         Tensor::cat(&parts, 0)
     };
-    let density = (-&e).softmax(0, Kind::Double);
+    let density = (-&e / a.temperature).softmax(0, Kind::Double);
     let centers: Vec<f32> = mixture
         .centers()
         .iter()
@@ -134,16 +146,18 @@ pub fn energy(a: EnergyArgs) -> Result<()> {
         lim,
         energy_min: e.min().double_value(&[]),
         energy_max: e.max().double_value(&[]),
+        temperature: a.temperature,
         density_mass_near_modes: mass,
         uniform_mass_near_modes: uniform,
         heat_map: a.out.clone(),
         samples: samples.clone(),
     };
     println!(
-        "energy from {:.3} to {:.3}; {:.1} % of exp(-E) lies within 3 sigma of a mode (uniform: {:.1} %)",
+        "energy from {:.3} to {:.3}; {:.1} % of exp(-E / {}) lies within 3 sigma of a mode (uniform: {:.1} %)",
         r.energy_min,
         r.energy_max,
         100.0 * mass,
+        a.temperature,
         100.0 * uniform
     );
     println!(

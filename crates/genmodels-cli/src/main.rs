@@ -57,6 +57,11 @@ enum Cmd {
     /// An energy model on 2-D points: its density exp(-E) as a heat map over the data, and
     /// its samples.
     Energy(cmd::energy::EnergyArgs),
+    /// Out-of-distribution detection with an energy model: AUROC of log p(x), max softmax and
+    /// the input-gradient norm, in-distribution set against each --out-data set.
+    Ood(cmd::ood::OodArgs),
+    /// Expected calibration error and reliability diagram of a model with class logits.
+    Calibration(cmd::ood::CalibrationArgs),
     /// Test negative log-likelihood of an image run by importance sampling (k = 5000 as in
     /// the IWAE paper), in nats and bits per dimension, its one-sample bound and active units.
     Nll(cmd::nll::NllArgs),
@@ -125,6 +130,8 @@ fn main() {
         Cmd::Perplexity(a) => cmd::perplexity::perplexity(a),
         Cmd::Nll(a) => cmd::nll::nll(a),
         Cmd::Energy(a) => cmd::energy::energy(a),
+        Cmd::Ood(a) => cmd::ood::ood(a),
+        Cmd::Calibration(a) => cmd::ood::calibration_cmd(a),
         Cmd::Traverse(a) => cmd::traverse::traverse(a),
         Cmd::Reconstruct(a) => cmd::reconstruct::reconstruct(a),
         Cmd::ImportGpt2(a) => cmd::import::import_gpt2(a),

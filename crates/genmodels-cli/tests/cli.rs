@@ -1338,3 +1338,167 @@ fn a_diffusers_unet_folder_imports_as_a_run_that_samples() {
         "conv_in.weight",
     );
 }
+
+#[test]
+fn energy_models_train_and_answer_ood_calibration_and_energy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx(&data, 32, 8);
+    let d = format!("idx:{}", data.display());
+    let tiny = [
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--set",
+        "width=4",
+        "--set",
+        "buffer_size=16",
+        "--set",
+        "sgld.steps=2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--sample-count",
+        "4",
+    ];
+    for model in ["jem", "igebm"] {
+        let run = tmp.path().join(model);
+        let r = run.to_str().unwrap().to_string();
+        ok(&genmodels(
+            &[&["train", model, "--data", &d, "--out", &r], &tiny[..]].concat(),
+        ));
+        let json = tmp.path().join(format!("{model}-ood.json"));
+        let invert = format!("invert:{d}");
+        ok(&genmodels(&[
+            "ood",
+            &r,
+            "--in",
+            &d,
+            "--out-data",
+            "noise",
+            "--out-data",
+            &invert,
+            "-n",
+            "20",
+            "--json",
+            json.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{v}");
+        for row in rows {
+            for key in ["auroc_log_px", "auroc_grad_norm"] {
+                let a = row[key].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&a), "{key}: {row}");
+            }
+            // Only a classifier's energy has a softmax.
+            assert_eq!(
+                row["auroc_max_softmax"].is_null(),
+                model == "igebm",
+                "{row}"
+            );
+        }
+        let cal = tmp.path().join(format!("{model}-cal.json"));
+        let png = tmp.path().join(format!("{model}-cal.png"));
+        let o = genmodels(&[
+            "calibration",
+            &r,
+            "--data",
+            &d,
+            "-n",
+            "32",
+            "--out",
+            png.to_str().unwrap(),
+            "--json",
+            cal.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        if model == "jem" {
+            ok(&o);
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
+            let ece = v["ece"].as_f64().unwrap();
+            assert!(
+                (0.0..=1.0).contains(&ece) && v["bins"].as_array().unwrap().len() == 15,
+                "{v}"
+            );
+            assert!(png.exists());
+        } else {
+            fails_with(&o, "no class logits");
+        }
+        // The heat map is for 2-D energies.
+        let o = genmodels(&[
+            "energy",
+            &r,
+            "--out",
+            png.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        fails_with(&o, "not a mixture");
+    }
+    let run = tmp.path().join("ebm2d");
+    let r = run.to_str().unwrap().to_string();
+    ok(&genmodels(&[
+        "train",
+        "ebm2d",
+        "--data",
+        "ring8",
+        "--out",
+        &r,
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--set",
+        "width=8",
+        "--set",
+        "buffer_size=64",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--sample-count",
+        "4",
+    ]));
+    let png = tmp.path().join("map.png");
+    let json = tmp.path().join("map.json");
+    ok(&genmodels(&[
+        "energy",
+        &r,
+        "--out",
+        png.to_str().unwrap(),
+        "-n",
+        "50",
+        "--size",
+        "32",
+        "--temperature",
+        "0.5",
+        "--json",
+        json.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mass = v["density_mass_near_modes"].as_f64().unwrap();
+    assert!(
+        (0.0..=1.0).contains(&mass) && v["temperature"] == 0.5,
+        "{v}"
+    );
+    assert!(png.exists() && tmp.path().join("map-samples.png").exists());
+    let o = genmodels(&[
+        "energy",
+        &r,
+        "--out",
+        png.to_str().unwrap(),
+        "--temperature",
+        "0",
+    ]);
+    fails_with(&o, "--temperature");
+}

@@ -209,9 +209,60 @@ pub fn save_heatmap(values: &Tensor, points: Option<&Tensor>, lim: f64, path: &P
     write_atomic(path, &encode_png(&canvas, w as u32, h as u32, 3)?)
 }
 
+/// A reliability diagram: for equal-width confidence bins over (0, 1], bars of the bins'
+/// accuracies `(accuracy, count)` (empty bins drawn pale), on a `size` x `size` white square
+/// with the diagonal of perfect calibration in grey. Written atomically as a PNG.
+pub fn save_reliability(bins: &[(f64, f64)], size: u32, path: &Path) -> Result<()> {
+    if bins.is_empty() || !(16..=4096).contains(&size) {
+        return Err(Error::invalid(format!(
+            "a reliability diagram needs at least one bin and a size from 16 to 4096, got {} bins, size {size}",
+            bins.len()
+        )));
+    }
+    let s = size as usize;
+    let mut canvas = vec![255u8; s * s * 3];
+    let mut put = |x: usize, y: usize, rgb: [u8; 3]| {
+        if x < s && y < s {
+            canvas[(y * s + x) * 3..(y * s + x) * 3 + 3].copy_from_slice(&rgb);
+        }
+    };
+    let k = bins.len();
+    for (b, &(acc, count)) in bins.iter().enumerate() {
+        let (x0, x1) = (b * s / k, ((b + 1) * s / k).max(b * s / k + 1));
+        let h = (acc.clamp(0.0, 1.0) * s as f64).round() as usize;
+        let rgb = if count > 0.0 {
+            [31, 119, 180]
+        } else {
+            [220, 220, 220]
+        };
+        for x in x0..x1.saturating_sub(1).max(x0 + 1) {
+            for y in s - h..s {
+                put(x, y, rgb);
+            }
+        }
+    }
+    for i in 0..s {
+        put(i, s - 1 - i, [120, 120, 120]);
+    }
+    write_atomic(path, &encode_png(&canvas, size, size, 3)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reliability_diagrams_draw_the_bins_accuracies() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.png");
+        save_reliability(&[(0.0, 0.0), (1.0, 5.0)], 20, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        // The full bar on the right, nothing but the diagonal on the left.
+        assert_eq!(img.get_pixel(15, 2).0, [31, 119, 180]);
+        assert_eq!(img.get_pixel(2, 2).0, [255, 255, 255]);
+        assert_eq!(img.get_pixel(0, 19).0, [120, 120, 120]);
+        assert!(save_reliability(&[], 20, &p).is_err());
+    }
 
     #[test]
     fn heat_maps_run_from_the_first_to_the_last_colour_stop() {

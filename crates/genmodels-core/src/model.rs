@@ -144,6 +144,9 @@ pub trait Energy {
     fn class_logits(&mut self, _x: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
     }
+    /// Per-example L2 norms `[N]` of the energy's gradient with respect to the input,
+    /// `||d E(x) / dx||` (= `||d log p(x) / dx||`), in evaluation mode.
+    fn energy_grad_norm(&mut self, x: &Tensor) -> Result<Tensor>;
 }
 
 /// Sampling given class labels.

@@ -11,6 +11,9 @@
 //!   trained on `CE(f(x+), y) + E(x+) - E(x-)` with data noise 0.03, buffer 10k, reinit 0.05,
 //!   20 SGLD steps of size 1 with noise 0.01, Adam 1e-4.
 //!
+//! - **classifier**: the same network trained on cross-entropy alone (no sampling), the
+//!   baseline JEM is compared with (`--set objective=classifier`).
+//!
 //! Not ported: IGEBM's KL term of the sampler (`zero_kl = False` in its code, a later addition
 //! of Du et al. 2021) and JEM's per-class buffers for conditional sampling.
 
@@ -38,6 +41,9 @@ pub enum Objective {
     Igebm,
     /// Cross-entropy of the classifier plus contrastive divergence of its logsumexp.
     Jem,
+    /// Cross-entropy alone, no sampling: the plain classifier of the same network, JEM's
+    /// baseline (its logsumexp is still read as an energy for OOD scores).
+    Classifier,
 }
 
 /// Where `sample` starts its chains.
@@ -158,7 +164,7 @@ impl EbmConfig {
 
     /// The net's outputs.
     pub fn heads(&self) -> i64 {
-        if self.objective == Objective::Jem || self.conditional {
+        if self.objective != Objective::Igebm || self.conditional {
             self.classes
         } else {
             1
@@ -187,7 +193,7 @@ impl EbmConfig {
             }
         }
         c.int("classes", self.classes, 0, 100_000)?;
-        if self.heads() > 1 || self.objective == Objective::Jem || self.conditional {
+        if self.heads() > 1 || self.objective != Objective::Igebm || self.conditional {
             c.ensure(
                 self.classes >= 2,
                 "classes",
@@ -319,6 +325,23 @@ impl Model for Ebm {
         if self.cfg.data_noise > 0.0 {
             x_pos = &x_pos + Tensor::randn_like(&x_pos) * self.cfg.data_noise;
         }
+        if self.cfg.objective == Objective::Classifier {
+            let y = labels.as_ref().expect("checked above");
+            let out = self.net.forward(&x_pos, true);
+            let ce = out.cross_entropy_for_logits(y);
+            let acc = out
+                .argmax(1, false)
+                .eq_tensor(y)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]);
+            self.opt.backward_step(&ce, ctx);
+            return Ok(vec![
+                ("loss".to_string(), ce.double_value(&[])),
+                ("ce".to_string(), ce.double_value(&[])),
+                ("acc".to_string(), acc),
+            ]);
+        }
         let draw = self.buffer.draw(n);
         let (x_neg, grad_norm) = self
             .chains(&draw.x0, draw.y.as_ref(), self.cfg.sgld.steps)
@@ -429,6 +452,16 @@ impl Energy for Ebm {
         self.check_batch(x)?;
         Ok(tch::no_grad(|| {
             self.energy_t(&x.to_device(self.device), None, false)
+        }))
+    }
+
+    fn energy_grad_norm(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.check_batch(x)?;
+        Ok(tch::with_grad(|| {
+            let xg = x.to_device(self.device).detach().set_requires_grad(true);
+            let e = self.energy_t(&xg, None, false).sum(Kind::Float);
+            let g = Tensor::run_backward(&[e], &[&xg], false, false).remove(0);
+            g.flatten(1, -1).norm_scalaropt_dim(2, [1], false)
         }))
     }
 

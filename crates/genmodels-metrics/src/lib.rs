@@ -15,11 +15,13 @@
 //! - [`resize`]: the three resize conventions (pytorch-fid, torch-fidelity, clean-fid);
 //! - [`lpips`]: LPIPS v0.1 with AlexNet and VGG16 (equal to the `lpips` package), and LPIPS diversity;
 //! - [`novelty`]: nearest-training-neighbour distances, near-copy share, MiFID, and mode coverage on the 2-D mixtures;
+//! - [`detection`]: AUROC (as sklearn's roc_auc_score) and the expected calibration error;
 //! - [`classifier`]: a domain classifier (features, domain IS, class histogram KL, Classification Accuracy Score);
 //! - [`np_random`]: numpy's legacy `RandomState` (MT19937) permutations, so that subsets and
 //!   shuffles are the references' own.
 
 pub mod classifier;
+pub mod detection;
 pub mod fid;
 pub mod inception;
 pub mod isc;

@@ -10,6 +10,7 @@ pub mod interpolate;
 pub mod list;
 pub mod metrics;
 pub mod nll;
+pub mod ood;
 pub mod perplexity;
 pub mod reconstruct;
 pub mod sample;

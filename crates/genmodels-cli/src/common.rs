@@ -138,3 +138,20 @@ pub fn parse_duration(s: &str) -> std::result::Result<f64, String> {
         )),
     }
 }
+
+/// The first `n` examples of `ds` as batches of at most `per`, on `device`.
+pub fn first_batches(
+    ds: &dyn genmodels_core::data::Dataset,
+    n: usize,
+    per: usize,
+    device: tch::Device,
+) -> Result<Vec<genmodels_core::data::Batch>> {
+    let n = n.min(ds.len());
+    (0..n)
+        .step_by(per.max(1))
+        .map(|start| {
+            let idx: Vec<usize> = (start..(start + per).min(n)).collect();
+            Ok(genmodels_core::data::DataLoader::collate(ds, &idx, device)?)
+        })
+        .collect()
+}

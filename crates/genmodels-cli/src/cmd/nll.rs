@@ -1,11 +1,11 @@
 //! `genmodels nll`: the importance-sampled test log-likelihood of any image model with a
 //! likelihood, its one-sample bound, and its active units.
 
-use crate::common::{bar, need, open_run, write_json, Weights};
+use crate::common::{bar, first_batches, need, open_run, write_json, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
 use genmodels_contracts::reports::NllReport;
-use genmodels_core::data::{DataLoader, DataSpec};
+use genmodels_core::data::DataSpec;
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::Capability;
 use std::path::PathBuf;
@@ -91,9 +91,8 @@ pub fn nll(a: NllArgs) -> Result<()> {
     // alone; the importance samples then come from a generator seeded apart.
     seed_everything(s.seed);
     let mut prepared = Vec::new();
-    for start in (0..n).step_by(PER) {
-        let idx: Vec<usize> = (start..(start + PER).min(n)).collect();
-        prepared.push(m.prepare(&DataLoader::collate(ds.as_ref(), &idx, device)?.x)?);
+    for b in first_batches(ds.as_ref(), n, PER, device)? {
+        prepared.push(m.prepare(&b.x)?);
     }
     let digest = test_set_sha256(&prepared)?;
     // The bounds first, then the importance samples: the bound's draws do not depend on -k.

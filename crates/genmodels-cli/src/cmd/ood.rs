@@ -8,10 +8,10 @@
 //! `genmodels calibration`: the expected calibration error (15 bins, Guo et al. 2017) of a
 //! model with class logits, with its reliability diagram.
 
-use crate::common::{bar, need, open_run, write_json, Weights};
+use crate::common::{bar, first_batches, need, open_run, write_json, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
-use genmodels_core::data::{DataLoader, DataSpec};
+use genmodels_core::data::DataSpec;
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::{Capability, Energy};
 use genmodels_metrics::detection::{auroc, calibration, Calibration};
@@ -116,21 +116,17 @@ fn images(spec: &str, n: usize, like: &[i64], device: Device) -> Result<Vec<Tens
         _ => (None, spec),
     };
     let ds = DataSpec::parse(inner)?.dataset()?;
-    let n = n.min(ds.len());
-    if n == 0 {
+    if ds.is_empty() {
         bail!("`{spec}` holds no images");
     }
-    let mut out = Vec::new();
-    for start in (0..n).step_by(PER) {
-        let idx: Vec<usize> = (start..(start + PER).min(n)).collect();
-        let x = DataLoader::collate(ds.as_ref(), &idx, device)?.x;
-        out.push(match transform {
-            Some("invert") => -x,
-            Some(_) => x.flip([2]),
-            None => x,
-        });
-    }
-    Ok(out)
+    Ok(first_batches(ds.as_ref(), n, PER, device)?
+        .into_iter()
+        .map(|b| match transform {
+            Some("invert") => -b.x,
+            Some(_) => b.x.flip([2]),
+            None => b.x,
+        })
+        .collect())
 }
 
 pub fn ood(a: OodArgs) -> Result<()> {
@@ -249,9 +245,7 @@ pub fn calibration_cmd(a: CalibrationArgs) -> Result<()> {
     let ds = DataSpec::parse(&a.data)?.dataset()?;
     let n = a.n.min(ds.len());
     let (mut conf, mut correct) = (Vec::new(), Vec::new());
-    for start in (0..n).step_by(PER) {
-        let idx: Vec<usize> = (start..(start + PER).min(n)).collect();
-        let b = DataLoader::collate(ds.as_ref(), &idx, device)?;
+    for b in first_batches(ds.as_ref(), n, PER, device)? {
         let Some(y) = b.y else {
             bail!(
                 "`{}` has no labels; calibration needs labelled images",

@@ -40,6 +40,7 @@ mod tests {
     use super::*;
     use genmodels_core::checkpoint::{Checkpoint, TrainState};
     use genmodels_core::data::{Batch, DataLoader, Dataset, Mixture2d, MixtureKind};
+    use genmodels_core::model::ClassConditional;
     use genmodels_core::model::{load_model_state, DataInfo, Model};
     use genmodels_core::optim::StepCtx;
     use tch::{Device, Kind, Tensor};
@@ -88,16 +89,24 @@ mod tests {
         let data = DataLoader::collate(&mix, &idx[..512], Device::Cpu)
             .unwrap()
             .x;
-        let noise = (Tensor::rand([512, 2], (Kind::Float, Device::Cpu)) * 2.0 - 1.0) * 3.0;
+        // Noise in [-3, 3]^2 away from the modes (more than 0.5 from every centre).
+        let noise = (Tensor::rand([2048, 2], (Kind::Float, Device::Cpu)) * 2.0 - 1.0) * 3.0;
+        let c: Vec<f32> = MixtureKind::Ring8.centers().concat();
+        let c = Tensor::from_slice(&c).reshape([8, 2]);
+        let far = Tensor::cdist(&noise, &c, 2.0, None)
+            .amin([1i64].as_slice(), false)
+            .gt(0.5);
+        let noise = noise.index_select(0, &far.nonzero().squeeze_dim(1));
         let e = m.as_energy().unwrap();
-        let (ed, en) = (
-            e.energy(&data).unwrap().mean(Kind::Float).double_value(&[]),
-            e.energy(&noise)
-                .unwrap()
-                .mean(Kind::Float)
-                .double_value(&[]),
-        );
-        assert!(ed + 1.0 < en, "energy of data {ed}, of noise {en}");
+        let (ed, en) = (e.energy(&data).unwrap(), e.energy(&noise).unwrap());
+        // The share of (data, noise) pairs ordered right: the AUROC of -E as a data detector.
+        let ordered = en
+            .unsqueeze(0)
+            .gt_tensor(&ed.unsqueeze(1))
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(ordered > 0.9, "data below noise in {ordered} of the pairs");
     }
 
     #[test]
@@ -132,6 +141,54 @@ mod tests {
             &StepCtx::default(),
         );
         assert!(err.unwrap_err().to_string().contains("needs labelled data"));
+    }
+
+    #[test]
+    fn class_conditional_chains_descend_their_labels_energy() {
+        let _rng = test_lock();
+        tch::manual_seed(4);
+        let info = info(vec![1, 12, 12], Some(3));
+        let cfg = EbmConfig {
+            shape: vec![1, 12, 12],
+            width: 4,
+            buffer_size: 64,
+            class_sample_steps: 30,
+            sgld: crate::sgld::SgldConfig {
+                noise: 0.0,
+                step_size: 200.0,
+                ..EbmConfig::jem(3).sgld
+            },
+            ..EbmConfig::jem(3)
+        };
+        let mut m = Ebm::new("jem", cfg, Device::Cpu).unwrap();
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
+        // The chains start from the buffer slots the same seed picks.
+        tch::manual_seed(11);
+        let idx = Tensor::randint(m.buffer.len(), [8], (Kind::Int64, Device::Cpu));
+        let x0 = m.buffer.x.index_select(0, &idx);
+        tch::manual_seed(11);
+        let x = m.sample_classes(&y, 0.0).unwrap();
+        assert_eq!(x.size(), vec![8, 1, 12, 12]);
+        let e = |x: &Tensor, y: &Tensor| {
+            tch::no_grad(|| m.energy_t(x, Some(y), false))
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
+        let (before, after) = (e(&x0, &y), e(&x, &y));
+        assert!(after < before, "E(x, y) {before} -> {after}");
+        // The energy of the asked-for label falls more than that of another label.
+        let other = (&y + 1).remainder(3);
+        let drop_other = e(&x0, &other) - e(&x, &other);
+        assert!(
+            before - after > drop_other,
+            "{} vs {drop_other}",
+            before - after
+        );
+        let bad = Tensor::from_slice(&[3i64]);
+        assert!(m.sample_classes(&bad, 0.0).is_err());
+        // An unconditional energy has no classes to sample.
+        let mut u = build(&igebm_entry(), &info, &["width=4", "buffer_size=8"]);
+        assert!(u.as_class_conditional().is_none());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use genmodels_core::checkpoint::Checkpoint;
 use genmodels_core::data::Batch;
 use genmodels_core::model::check::{Check, MAX_WIDTH};
 use genmodels_core::model::{
-    Capability, DataInfo, Energy, Losses, Model, ModelEntry, Output, Samples,
+    Capability, ClassConditional, DataInfo, Energy, Losses, Model, ModelEntry, Output, Samples,
 };
 use genmodels_core::optim::{Adam, AdamConfig, StepCtx};
 use genmodels_core::{Error, Result};
@@ -85,6 +85,9 @@ pub struct EbmConfig {
     /// Where `sample` starts, and how many SGLD steps it runs (0: `sgld.steps`).
     pub sample_from: Start,
     pub sample_steps: usize,
+    /// SGLD steps of class-conditional sampling (`E(x, y) = -f(x)[y]`, chains started from
+    /// the buffer), for models whose net has a head per class.
+    pub class_sample_steps: usize,
     /// Divergence monitor: a mean energy of data or samples above this in magnitude stops
     /// training with an error naming the step (the last checkpoint stays the good one).
     pub max_energy: f64,
@@ -112,6 +115,7 @@ impl Default for EbmConfig {
             l2: 1.0,
             sample_from: Start::Buffer,
             sample_steps: 0,
+            class_sample_steps: 100,
             max_energy: 1e4,
             lr: 3e-4,
             beta1: 0.0,
@@ -209,6 +213,7 @@ impl EbmConfig {
         c.non_negative("data_noise", self.data_noise)?;
         c.non_negative("l2", self.l2)?;
         c.int("sample_steps", self.sample_steps, 0, 100_000)?;
+        c.int("class_sample_steps", self.class_sample_steps, 1, 100_000)?;
         c.positive("max_energy", self.max_energy)?;
         c.adam("lr", self.lr, self.beta1, self.beta2)
     }
@@ -434,6 +439,14 @@ impl Model for Ebm {
         Some(self)
     }
 
+    fn as_class_conditional(&mut self) -> Option<&mut dyn ClassConditional> {
+        if self.cfg.heads() > 1 {
+            Some(self)
+        } else {
+            None
+        }
+    }
+
     fn var_stores(&self) -> Vec<(&str, &VarStore)> {
         vec![("ebm", &self.vs), ("buffer", &self.buffer_vs)]
     }
@@ -444,6 +457,38 @@ impl Model for Ebm {
 
     fn load_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
         self.opt.load_state("ebm", ckpt, path)
+    }
+}
+
+impl ClassConditional for Ebm {
+    fn num_classes(&self) -> i64 {
+        self.cfg.heads()
+    }
+
+    /// Chains from random buffer slots run `class_sample_steps` on `E(x, y) = -f(x)[y]`;
+    /// `truncation` has no meaning here and is ignored.
+    fn sample_classes(&mut self, labels: &Tensor, _truncation: f64) -> Result<Tensor> {
+        let k = self.num_classes();
+        let n = labels.size().first().copied().unwrap_or(0);
+        if n == 0 {
+            return Err(Error::invalid("no labels to sample"));
+        }
+        let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
+        if lo < 0 || hi >= k {
+            return Err(Error::invalid(format!(
+                "class labels from {lo} to {hi}: expected 0 to {}",
+                k - 1
+            )));
+        }
+        let y = labels.to_device(self.device).to_kind(Kind::Int64);
+        let idx = Tensor::randint(self.buffer.len(), [n], (Kind::Int64, self.device));
+        let x0 = self.buffer.x.index_select(0, &idx);
+        let (x, _) = self.chains(&x0, Some(&y), self.cfg.class_sample_steps)?;
+        Ok(if self.cfg.shape.len() == 3 {
+            x.clamp(-1.0, 1.0)
+        } else {
+            x
+        })
     }
 }
 
@@ -525,7 +570,7 @@ pub fn jem_entry() -> ModelEntry {
         name: "jem",
         family: "ebm",
         output: Output::Images,
-        capabilities: &[Capability::Energy],
+        capabilities: &[Capability::ClassConditional, Capability::Energy],
         interpolation: None,
         summary: "JEM (Grathwohl et al. 2020): a classifier whose logsumexp is the negative energy, CE + CD with 20-step SGLD (step 1, noise 0.01) from a replay buffer, data noise 0.03",
         default_config: |info| {

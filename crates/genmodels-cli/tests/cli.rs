@@ -571,7 +571,7 @@ fn biggan_trains_and_cas_compares_with_real_data() {
     ]));
     fails_with(
         &genmodels(&["cas", dc.to_str().unwrap(), "--device", "cpu"]),
-        "class_conditional capability (biggan, ddpm-cond)",
+        "class_conditional capability (biggan, ddpm-cond, jem)",
     );
 }
 

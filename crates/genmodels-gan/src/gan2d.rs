@@ -51,7 +51,7 @@ pub struct Gan2dConfig {
     /// D's hidden units: maxout over this many pieces (PacGAN: 5); 0: LeakyReLU 0.2.
     pub maxout: i64,
     /// Weights drawn from N(0, init_std) and biases zero (PacGAN: 0.02); 0: tch's default
-    /// (PyTorch's Linear initialisation).
+    /// (Kaiming uniform with the ReLU gain, 2.45 times PyTorch's Linear bound).
     pub init_std: f64,
     pub lr: f64,
     pub beta1: f64,

@@ -218,5 +218,28 @@ esac
     std::fs::write(&bin, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_until_executable(&bin);
     bin
+}
+
+/// Waits until `bin` can be executed. A test thread that forks while this one still holds
+/// the script open for writing gives the child a copy of that descriptor until it execs,
+/// and exec of a file open for writing fails with ETXTBSY ("Text file busy"), as it did in
+/// CI. Our descriptor is closed by now, so once one exec succeeds no writer is left.
+fn wait_until_executable(bin: &Path) {
+    const ETXTBSY: i32 = 26;
+    for _ in 0..500 {
+        match std::process::Command::new(bin)
+            .arg("list")
+            .stdout(std::process::Stdio::null())
+            .status()
+        {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("could not run the fake genmodels {}: {e}", bin.display()),
+            Ok(_) => return,
+        }
+    }
+    panic!("the fake genmodels {} stayed busy for 5 s", bin.display());
 }

@@ -57,6 +57,9 @@ enum Cmd {
     /// An energy model on 2-D points: its density exp(-E) as a heat map over the data, and
     /// its samples.
     Energy(cmd::energy::EnergyArgs),
+    /// An energy model's Langevin chains over their steps: from noise, or restoring images
+    /// corrupted by noise or masks (denoising, inpainting) with PSNR and LPIPS.
+    Langevin(cmd::langevin::LangevinArgs),
     /// Out-of-distribution detection with an energy model: AUROC of log p(x), max softmax and
     /// the input-gradient norm, in-distribution set against each --out-data set.
     Ood(cmd::ood::OodArgs),
@@ -130,6 +133,7 @@ fn main() {
         Cmd::Perplexity(a) => cmd::perplexity::perplexity(a),
         Cmd::Nll(a) => cmd::nll::nll(a),
         Cmd::Energy(a) => cmd::energy::energy(a),
+        Cmd::Langevin(a) => cmd::langevin::langevin(a),
         Cmd::Ood(a) => cmd::ood::ood(a),
         Cmd::Calibration(a) => cmd::ood::calibration_cmd(a),
         Cmd::Traverse(a) => cmd::traverse::traverse(a),

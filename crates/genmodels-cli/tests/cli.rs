@@ -1432,6 +1432,69 @@ fn energy_models_train_and_answer_ood_calibration_and_energy() {
         } else {
             fails_with(&o, "no class logits");
         }
+        // Inpainting by Langevin: a grid and PSNR per recorded step.
+        let lj = tmp.path().join(format!("{model}-langevin.json"));
+        let lpng = tmp.path().join(format!("{model}-langevin.png"));
+        let restore = |extra: &[&str]| {
+            genmodels(
+                &[
+                    &[
+                        "langevin",
+                        &r,
+                        "--data",
+                        &d,
+                        "-n",
+                        "4",
+                        "--steps",
+                        "6",
+                        "--frames",
+                        "3",
+                        "--out",
+                        lpng.to_str().unwrap(),
+                        "--json",
+                        lj.to_str().unwrap(),
+                        "--device",
+                        "cpu",
+                    ][..],
+                    extra,
+                ]
+                .concat(),
+            )
+        };
+        ok(&restore(&["--corrupt", "mask:center", "--lpips", "none"]));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&lj).unwrap()).unwrap();
+        let rest = &v["restoration"];
+        assert_eq!(rest["free_fraction"], 0.25, "{v}");
+        let steps: Vec<_> = rest["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, [2, 4, 6], "{v}");
+        assert!(rest["psnr_restored_db"].as_f64().unwrap().is_finite() && lpng.exists());
+        // 8 x 8 images are too small for VGG's last taps; a bad corruption is named.
+        fails_with(&restore(&["--corrupt", "mask:center"]), "at least 16 x 16");
+        fails_with(
+            &restore(&["--corrupt", "blur:3"]),
+            "unknown --corrupt `blur:3`",
+        );
+        // Chains from noise, no data.
+        ok(&genmodels(&[
+            "langevin",
+            &r,
+            "-n",
+            "3",
+            "--steps",
+            "4",
+            "--frames",
+            "2",
+            "--out",
+            lpng.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]));
         // The heat map is for 2-D energies.
         let o = genmodels(&[
             "energy",

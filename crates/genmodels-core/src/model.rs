@@ -147,6 +147,37 @@ pub trait Energy {
     /// Per-example L2 norms `[N]` of the energy's gradient with respect to the input,
     /// `||d E(x) / dx||` (= `||d log p(x) / dx||`), in evaluation mode.
     fn energy_grad_norm(&mut self, x: &Tensor) -> Result<Tensor>;
+    /// Runs the model's own Langevin chain (its sampler's settings, `steps` long) from `x0`
+    /// (inputs shaped as the training data), moving only where `mask` (shaped as `x0`) is 1
+    /// and keeping `x0` where it is 0, as inpainting does; returns `frames` snapshots
+    /// `[F, N, ...]` evenly spaced over the chain, the last one its end.
+    fn langevin(
+        &mut self,
+        x0: &Tensor,
+        mask: Option<&Tensor>,
+        steps: usize,
+        frames: usize,
+    ) -> Result<Tensor>;
+    /// `n` chain starts drawn from the model's noise distribution (what fresh chains and
+    /// buffer restarts begin from).
+    fn chain_noise(&mut self, n: usize) -> Result<Tensor>;
+}
+
+/// Checks labels given to [`ClassConditional::sample_classes`] of a model with `classes`
+/// classes: at least one, each in `0..classes`; returns how many.
+pub fn check_labels(labels: &Tensor, classes: i64) -> Result<i64> {
+    let n = labels.size().first().copied().unwrap_or(0);
+    if n == 0 {
+        return Err(Error::invalid("no labels to sample"));
+    }
+    let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
+    if lo < 0 || hi >= classes {
+        return Err(Error::invalid(format!(
+            "class labels from {lo} to {hi}: expected 0 to {}",
+            classes - 1
+        )));
+    }
+    Ok(n)
 }
 
 /// Sampling given class labels.

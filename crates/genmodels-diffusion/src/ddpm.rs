@@ -519,17 +519,7 @@ impl ClassConditional for Ddpm {
     /// Guided samples of `labels`; `truncation` has no meaning for diffusion and is ignored.
     fn sample_classes(&mut self, labels: &Tensor, _truncation: f64) -> Result<Tensor> {
         let k = self.num_classes();
-        let n = labels.size().first().copied().unwrap_or(0);
-        if n == 0 {
-            return Err(Error::invalid("no labels to sample"));
-        }
-        let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
-        if lo < 0 || hi >= k {
-            return Err(Error::invalid(format!(
-                "class labels from {lo} to {hi}: expected 0 to {}",
-                k - 1
-            )));
-        }
+        let n = genmodels_core::model::check_labels(labels, k)?;
         let labels = labels.to_device(self.device).to_kind(Kind::Int64);
         Ok(self.run_sampler(n as usize, Some(&labels), 0)?.0)
     }

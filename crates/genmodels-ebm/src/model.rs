@@ -292,6 +292,23 @@ impl Ebm {
         cfg.run(x0, &|x| self.energy_t(x, y, false))
     }
 
+    /// `n` uniform starts on [-init_range, init_range], as the buffer's fresh ones.
+    fn noise(&self, n: i64) -> Tensor {
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.cfg.shape);
+        (Tensor::rand(shape.as_slice(), (Kind::Float, self.device)) * 2.0 - 1.0)
+            * self.cfg.init_range
+    }
+
+    /// Images are shown and scored in the data range; points are left as they are.
+    fn in_range(&self, x: Tensor) -> Tensor {
+        if self.cfg.shape.len() == 3 {
+            x.clamp(-1.0, 1.0)
+        } else {
+            x
+        }
+    }
+
     fn check_batch(&self, x: &Tensor) -> Result<()> {
         if x.size()[1..] != self.cfg.shape[..] {
             return Err(Error::invalid(format!(
@@ -411,12 +428,7 @@ impl Model for Ebm {
                 let idx = Tensor::randint(self.buffer.len(), [n], (Kind::Int64, self.device));
                 self.buffer.x.index_select(0, &idx)
             }
-            Start::Noise => {
-                let mut shape = vec![n];
-                shape.extend_from_slice(&self.cfg.shape);
-                (Tensor::rand(shape.as_slice(), (Kind::Float, self.device)) * 2.0 - 1.0)
-                    * self.cfg.init_range
-            }
+            Start::Noise => self.noise(n),
         };
         let steps = if self.cfg.sample_steps > 0 {
             self.cfg.sample_steps
@@ -429,7 +441,7 @@ impl Model for Ebm {
         };
         let (x, _) = cfg.run(&x0, &|x| self.energy_t(x, None, false))?;
         Ok(if self.cfg.shape.len() == 3 {
-            Samples::Images(x.clamp(-1.0, 1.0))
+            Samples::Images(self.in_range(x))
         } else {
             Samples::Points(x)
         })
@@ -469,26 +481,12 @@ impl ClassConditional for Ebm {
     /// `truncation` has no meaning here and is ignored.
     fn sample_classes(&mut self, labels: &Tensor, _truncation: f64) -> Result<Tensor> {
         let k = self.num_classes();
-        let n = labels.size().first().copied().unwrap_or(0);
-        if n == 0 {
-            return Err(Error::invalid("no labels to sample"));
-        }
-        let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
-        if lo < 0 || hi >= k {
-            return Err(Error::invalid(format!(
-                "class labels from {lo} to {hi}: expected 0 to {}",
-                k - 1
-            )));
-        }
+        let n = genmodels_core::model::check_labels(labels, k)?;
         let y = labels.to_device(self.device).to_kind(Kind::Int64);
         let idx = Tensor::randint(self.buffer.len(), [n], (Kind::Int64, self.device));
         let x0 = self.buffer.x.index_select(0, &idx);
         let (x, _) = self.chains(&x0, Some(&y), self.cfg.class_sample_steps)?;
-        Ok(if self.cfg.shape.len() == 3 {
-            x.clamp(-1.0, 1.0)
-        } else {
-            x
-        })
+        Ok(self.in_range(x))
     }
 }
 
@@ -508,6 +506,31 @@ impl Energy for Ebm {
             let g = Tensor::run_backward(&[e], &[&xg], false, false).remove(0);
             g.flatten(1, -1).norm_scalaropt_dim(2, [1], false)
         }))
+    }
+
+    /// The chain of `sample` (the model's SGLD settings, on the marginal energy of a
+    /// conditional model) with its step count and a mask.
+    fn langevin(
+        &mut self,
+        x0: &Tensor,
+        mask: Option<&Tensor>,
+        steps: usize,
+        frames: usize,
+    ) -> Result<Tensor> {
+        self.check_batch(x0)?;
+        let cfg = SgldConfig {
+            steps,
+            ..self.cfg.sgld.clone()
+        };
+        let mask = mask.map(|m| m.to_device(self.device));
+        let (xs, _) = cfg.run_frames(&x0.to_device(self.device), mask.as_ref(), frames, &|x| {
+            self.energy_t(x, None, false)
+        })?;
+        Ok(self.in_range(Tensor::stack(&xs, 0)))
+    }
+
+    fn chain_noise(&mut self, n: usize) -> Result<Tensor> {
+        Ok(self.noise(n as i64))
     }
 
     fn class_logits(&mut self, x: &Tensor) -> Result<Option<Tensor>> {

@@ -7,6 +7,7 @@ pub mod fid;
 pub mod generate;
 pub mod import;
 pub mod interpolate;
+pub mod langevin;
 pub mod list;
 pub mod metrics;
 pub mod nll;

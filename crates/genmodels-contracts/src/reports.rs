@@ -232,6 +232,108 @@ pub struct CasReport {
     pub real_plus_generated: Option<f64>,
 }
 
+/// `genmodels ood`: AUROC of each score against each out-of-distribution set, the
+/// in-distribution images the positives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OodReport {
+    pub model: String,
+    pub in_data: String,
+    pub n: usize,
+    pub mean_log_px: f64,
+    pub rows: Vec<OodRow>,
+}
+
+/// One out-of-distribution set of an [`OodReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OodRow {
+    pub out_data: String,
+    pub n: usize,
+    /// AUROC of log p(x) = -E(x) (up to a constant).
+    pub auroc_log_px: f64,
+    /// AUROC of the maximum softmax probability (models with class logits).
+    pub auroc_max_softmax: Option<f64>,
+    /// AUROC of -||d log p(x) / dx||.
+    pub auroc_grad_norm: f64,
+    pub mean_log_px: f64,
+}
+
+/// One equal-width confidence bin of a [`Calibration`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationBin {
+    /// The bin's confidence interval (lo, hi].
+    pub lo: f64,
+    pub hi: f64,
+    pub count: usize,
+    /// Mean confidence and accuracy of the predictions in the bin (0 when empty).
+    pub confidence: f64,
+    pub accuracy: f64,
+}
+
+/// Expected calibration error (Guo et al. 2017) and its bins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub ece: f64,
+    pub accuracy: f64,
+    pub bins: Vec<CalibrationBin>,
+}
+
+/// `genmodels calibration`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    pub model: String,
+    pub data: String,
+    pub n: usize,
+    #[serde(flatten)]
+    pub calibration: Calibration,
+}
+
+/// `genmodels langevin`: chains of an energy model, and restorations when it was given
+/// corrupted images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LangevinReport {
+    pub model: String,
+    pub chains: usize,
+    pub steps: usize,
+    pub seed: u64,
+    /// Wall time of the chains, all of them together.
+    pub chain_seconds: f64,
+    /// Milliseconds per chain step per image (a sample's MCMC cost is this times the chain
+    /// length).
+    pub ms_per_step_per_image: f64,
+    pub threads: i32,
+    pub device: String,
+    pub restoration: Option<Restoration>,
+    pub grid: std::path::PathBuf,
+}
+
+/// Restoration scores of a [`LangevinReport`]: PSNR (dB, [0, 1] scale, per image then
+/// averaged) and LPIPS to the clean images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restoration {
+    pub data: String,
+    pub corrupt: String,
+    /// Share of the pixels the chain moves.
+    pub free_fraction: f64,
+    pub psnr_corrupted_db: f64,
+    pub lpips_corrupted: Option<f64>,
+    /// A baseline without the model: the free pixels set to the mean of the image's known
+    /// pixels (masks only).
+    pub psnr_mean_fill_db: Option<f64>,
+    /// The chain's end.
+    pub psnr_restored_db: f64,
+    pub lpips_restored: Option<f64>,
+    pub lpips_net: Option<String>,
+    pub frames: Vec<RestorationFrame>,
+}
+
+/// The scores at one recorded chain step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestorationFrame {
+    pub step: usize,
+    pub psnr_db: f64,
+    pub lpips: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@
 //!   ECE = sum over bins of |accuracy - confidence| weighted by the bin's share).
 
 use crate::{Error, Result};
-use serde::{Deserialize, Serialize};
 
 /// AUROC of `positive` scores against `negative` ones (higher scores should mean positive).
 pub fn auroc(positive: &[f64], negative: &[f64]) -> Result<f64> {
@@ -44,25 +43,7 @@ pub fn auroc(positive: &[f64], negative: &[f64]) -> Result<f64> {
     Ok((rank_sum - np * (np + 1.0) / 2.0) / (np * nn))
 }
 
-/// One bin of a reliability diagram.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CalibrationBin {
-    /// The bin's confidence interval (lo, hi].
-    pub lo: f64,
-    pub hi: f64,
-    pub count: usize,
-    /// Mean confidence and accuracy of the predictions in the bin (0 when empty).
-    pub confidence: f64,
-    pub accuracy: f64,
-}
-
-/// Expected calibration error and its bins.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
-    pub ece: f64,
-    pub accuracy: f64,
-    pub bins: Vec<CalibrationBin>,
-}
+pub use genmodels_contracts::reports::{Calibration, CalibrationBin};
 
 /// Calibration of predictions given as (confidence in [0, 1], correct) pairs, in `bins`
 /// equal-width bins.

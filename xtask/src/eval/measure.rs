@@ -10,7 +10,8 @@ use crate::report::{ModelReport, Table};
 use anyhow::{anyhow, bail, Context, Result};
 use genmodels_contracts::layout::RunLayout;
 use genmodels_contracts::reports::{
-    ImageMetricsReport, ModeReport, NllReport, PerplexityReport, ReconstructReport,
+    CalibrationReport, ImageMetricsReport, LangevinReport, ModeReport, NllReport, OodReport,
+    PerplexityReport, ReconstructReport,
 };
 use genmodels_contracts::LogLine;
 use serde::Serialize;
@@ -37,6 +38,13 @@ const ITERATIVE_NLL_QUICK: (usize, i64) = (200, 20);
 const ITERATIVE_NLL: (usize, i64) = (1000, 50);
 const ONE_PASS_NLL_QUICK: (usize, i64) = (500, 1000);
 const ONE_PASS_NLL: (usize, i64) = (2000, 5000);
+/// Images per set of `ood` and of `calibration` (`--quick`, and otherwise).
+const OOD_IMAGES_QUICK: usize = 500;
+const OOD_IMAGES: usize = 2000;
+const CALIBRATION_IMAGES_QUICK: usize = 2000;
+const CALIBRATION_IMAGES: usize = 10_000;
+/// Chains (images) of a `langevin` grid.
+const LANGEVIN_CHAINS: usize = 8;
 
 /// The sweep's step counts.
 pub fn sweep_steps(quick: bool) -> &'static [usize] {
@@ -112,6 +120,12 @@ pub struct Measured {
     pub perplexity: Option<PerplexityReport>,
     /// Set by [`Step::ValidationLoss`]: the last logged `val_loss`, when there is one.
     pub validation_loss: Option<Option<f64>>,
+    /// Chains from noise ([`Step::Chains`]).
+    pub chains: Option<LangevinReport>,
+    /// One restoration per corruption ([`Step::Restore`]).
+    pub restorations: Vec<LangevinReport>,
+    pub ood: Option<OodReport>,
+    pub calibration: Option<CalibrationReport>,
     /// The translations of [`Step::Translate`]: (data spec of the folder, images).
     translated: Option<(String, usize)>,
 }
@@ -538,6 +552,95 @@ impl Job<'_> {
                     self.rel("energy-samples.png"),
                 ));
             }
+            Step::Chains { steps } => {
+                let j = ev.join("chains.json");
+                g.run(
+                    &langevin_args(run, *steps, 8, &self.img("chains.png"), &j, None),
+                    cmds,
+                )?;
+                m.images.push((
+                    format!(
+                        "Langevin chains from noise: a row per chain, {steps} steps from left to right"
+                    ),
+                    self.rel("chains.png"),
+                ));
+                got.chains = Some(read_report(&j)?);
+            }
+            Step::Restore {
+                real,
+                corruptions,
+                steps,
+            } => {
+                for c in corruptions {
+                    let name = format!("restore-{}", c.replace(':', "-"));
+                    let j = ev.join(format!("{name}.json"));
+                    g.run(
+                        &langevin_args(
+                            run,
+                            *steps,
+                            6,
+                            &self.img(&format!("{name}.png")),
+                            &j,
+                            Some((real, c)),
+                        ),
+                        cmds,
+                    )?;
+                    m.images.push((
+                        format!(
+                            "restoring `{c}` by {steps} Langevin steps: clean, corrupted, then the chain"
+                        ),
+                        self.rel(&format!("{name}.png")),
+                    ));
+                    got.restorations.push(read_report(&j)?);
+                }
+            }
+            Step::Ood { real, out_sets } => {
+                let j = ev.join("ood.json");
+                let n = if ctx.quick {
+                    OOD_IMAGES_QUICK
+                } else {
+                    OOD_IMAGES
+                };
+                let mut args = vec!["ood".into(), p(run), "--in".into(), real.clone()];
+                for o in out_sets {
+                    args.extend(["--out-data".into(), o.clone()]);
+                }
+                args.extend(["-n".into(), n.to_string(), "--json".into(), p(&j)]);
+                g.run(&args, cmds)?;
+                got.ood = Some(read_report(&j)?);
+            }
+            Step::Calibration { real } => {
+                let j = ev.join("calibration.json");
+                let n = if ctx.quick {
+                    CALIBRATION_IMAGES_QUICK
+                } else {
+                    CALIBRATION_IMAGES
+                };
+                g.run(
+                    &[
+                        s(&["calibration"]),
+                        vec![
+                            p(run),
+                            "--data".into(),
+                            real.clone(),
+                            "-n".into(),
+                            n.to_string(),
+                            "--out".into(),
+                            p(&self.img("reliability.png")),
+                            "--json".into(),
+                            p(&j),
+                        ],
+                    ]
+                    .concat(),
+                    cmds,
+                )?;
+                m.images.push((
+                    "reliability diagram: accuracy per confidence bin (the diagonal is calibrated)"
+                        .into(),
+                    self.rel("reliability.png"),
+                ));
+                got.calibration = Some(read_report(&j)?);
+            }
             Step::ValidationLoss => {
                 got.validation_loss = Some(last_value(run, "val_loss")?);
             }
@@ -671,6 +774,19 @@ pub fn scores(got: &Measured) -> Vec<(String, String)> {
     if let Some((k, i)) = &got.inception {
         push(format!("Inception FID ({k})"), format!("{:.1}", i.fid));
     }
+    if let Some(c) = &got.calibration {
+        push(
+            format!("test accuracy ({} images)", c.n),
+            format!("{:.4}", c.calibration.accuracy),
+        );
+        push("ECE (15 bins)".into(), format!("{:.4}", c.calibration.ece));
+    }
+    if let Some(c) = &got.chains {
+        push(
+            "Langevin ms / step / image".into(),
+            format!("{:.2} ({} threads)", c.ms_per_step_per_image, c.threads),
+        );
+    }
     if let Some(best) = got
         .sweep
         .iter()
@@ -688,12 +804,88 @@ pub fn scores(got: &Measured) -> Vec<(String, String)> {
     v
 }
 
-/// The model section's tables: FID against sampling steps, a row per (scheduler, steps).
+/// The model section's tables: FID against sampling steps, a row per (scheduler, steps);
+/// an energy model's out-of-distribution AUROCs and restorations.
 pub fn tables(got: &Measured) -> Vec<Table> {
-    let Some(first) = got.sweep.first() else {
-        return Vec::new();
-    };
-    vec![Table {
+    let mut t = sweep_table(got).into_iter().collect::<Vec<_>>();
+    let opt = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+    if let Some(o) = &got.ood {
+        t.push(Table {
+            caption: format!(
+                "out-of-distribution detection: AUROC with `{}` ({} images) as the positives, \
+                 for each score (higher = in distribution; 0.5 is chance)",
+                o.in_data, o.n
+            ),
+            header: [
+                "out-of-distribution set",
+                "images",
+                "log p(x)",
+                "max p(y|x)",
+                "-|d log p / dx|",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: o
+                .rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.out_data.clone(),
+                        r.n.to_string(),
+                        format!("{:.3}", r.auroc_log_px),
+                        opt(r.auroc_max_softmax, 3),
+                        format!("{:.3}", r.auroc_grad_norm),
+                    ]
+                })
+                .collect(),
+        });
+    }
+    let rest: Vec<_> = got
+        .restorations
+        .iter()
+        .filter_map(|l| l.restoration.as_ref().map(|r| (l, r)))
+        .collect();
+    if let Some((l, _)) = rest.first() {
+        t.push(Table {
+            caption: format!(
+                "restoration by {} Langevin steps of the first {} test images: PSNR (dB, [0, 1] \
+                 scale) and LPIPS to the clean images; mean fill = the free pixels set to the \
+                 image's mean, no model",
+                l.steps, l.chains
+            ),
+            header: [
+                "corruption",
+                "free pixels",
+                "PSNR corrupted",
+                "PSNR mean fill",
+                "PSNR restored",
+                "LPIPS corrupted",
+                "LPIPS restored",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: rest
+                .iter()
+                .map(|(_, r)| {
+                    vec![
+                        r.corrupt.clone(),
+                        format!("{:.0} %", 100.0 * r.free_fraction),
+                        format!("{:.2}", r.psnr_corrupted_db),
+                        opt(r.psnr_mean_fill_db, 2),
+                        format!("{:.2}", r.psnr_restored_db),
+                        opt(r.lpips_corrupted, 3),
+                        opt(r.lpips_restored, 3),
+                    ]
+                })
+                .collect(),
+        });
+    }
+    t
+}
+
+fn sweep_table(got: &Measured) -> Option<Table> {
+    let first = got.sweep.first()?;
+    Some(Table {
         caption: format!(
             "FID against sampling steps: `sample --scheduler S --steps K`, {} samples a point scored against `{}` \
              in the domain classifier's features; s / image is the `sample` command's wall time over the \
@@ -717,7 +909,7 @@ pub fn tables(got: &Measured) -> Vec<Table> {
                 ]
             })
             .collect(),
-    }]
+    })
 }
 
 /// Every report as the binary wrote it, for results.json: a points or text model's one report
@@ -745,6 +937,18 @@ pub fn metrics_json(got: &Measured) -> Value {
     }
     if let Some(r) = &got.reconstruct {
         o.insert("reconstruct".into(), json(r));
+    }
+    if let Some(v) = &got.ood {
+        o.insert("ood".into(), json(v));
+    }
+    if let Some(v) = &got.calibration {
+        o.insert("calibration".into(), json(v));
+    }
+    if let Some(v) = &got.chains {
+        o.insert("chains".into(), json(v));
+    }
+    if !got.restorations.is_empty() {
+        o.insert("restorations".into(), json(&got.restorations));
     }
     if !got.sweep.is_empty() {
         let pts: Vec<Value> = got
@@ -847,6 +1051,35 @@ fn codebook_plot(run: &Path, r: &Recipe, png: &Path) -> Result<bool> {
         300,
     )?;
     Ok(true)
+}
+
+/// `genmodels langevin RUN -n 8 --steps K --frames F --out PNG --json J`, restoring
+/// `(data, corruption)` when given.
+fn langevin_args(
+    run: &Path,
+    steps: usize,
+    frames: usize,
+    png: &Path,
+    json: &Path,
+    restore: Option<(&str, &str)>,
+) -> Vec<String> {
+    let mut a = vec!["langevin".into(), p(run)];
+    if let Some((data, c)) = restore {
+        a.extend(["--data".into(), data.into(), "--corrupt".into(), c.into()]);
+    }
+    a.extend([
+        "-n".into(),
+        LANGEVIN_CHAINS.to_string(),
+        "--steps".into(),
+        steps.to_string(),
+        "--frames".into(),
+        frames.to_string(),
+        "--out".into(),
+        p(png),
+        "--json".into(),
+        p(json),
+    ]);
+    a
 }
 
 /// `genmodels metrics` of `fake` against `real` in the domain classifier's features, to `json`.

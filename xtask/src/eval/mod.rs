@@ -739,6 +739,79 @@ mod tests {
     }
 
     #[test]
+    fn an_image_energy_model_runs_its_chains_restorations_ood_and_calibration() {
+        let (m, err) = measure_with_fake_binary("jem", false, true);
+        assert_eq!(err, "");
+        let at = m
+            .commands
+            .iter()
+            .position(|c| c.contains(" langevin "))
+            .unwrap();
+        assert_eq!(
+            m.commands[at..at + 5],
+            [
+                "genmodels langevin OUT/runs/jem -n 8 --steps 200 --frames 8 --out OUT/img/jem-chains.png \
+                 --json OUT/runs/jem/eval/chains.json",
+                "genmodels langevin OUT/runs/jem --data fashion-mnist:test --corrupt mask:center -n 8 --steps 60 \
+                 --frames 6 --out OUT/img/jem-restore-mask-center.png --json OUT/runs/jem/eval/restore-mask-center.json",
+                "genmodels langevin OUT/runs/jem --data fashion-mnist:test --corrupt noise:0.3 -n 8 --steps 60 \
+                 --frames 6 --out OUT/img/jem-restore-noise-0.3.png --json OUT/runs/jem/eval/restore-noise-0.3.json",
+                "genmodels ood OUT/runs/jem --in fashion-mnist:test --out-data mnist-5k --out-data noise \
+                 --out-data invert:fashion-mnist:test --out-data vflip:fashion-mnist:test -n 500 \
+                 --json OUT/runs/jem/eval/ood.json",
+                "genmodels calibration OUT/runs/jem --data fashion-mnist:test -n 2000 --out OUT/img/jem-reliability.png \
+                 --json OUT/runs/jem/eval/calibration.json",
+            ]
+        );
+        let score = |k: &str| {
+            m.scores
+                .iter()
+                .find(|(l, _)| l == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            score("test accuracy (2000 images)").as_deref(),
+            Some("0.8765")
+        );
+        assert_eq!(score("ECE (15 bins)").as_deref(), Some("0.0312"));
+        assert_eq!(
+            score("Langevin ms / step / image").as_deref(),
+            Some("2.00 (2 threads)")
+        );
+        let ood = m
+            .tables
+            .iter()
+            .find(|t| t.caption.starts_with("out-of-distribution"))
+            .unwrap();
+        assert_eq!(ood.rows[0], ["mnist-5k", "500", "0.812", "0.700", "0.600"]);
+        assert_eq!(ood.rows[1][3], "-");
+        let rest = m
+            .tables
+            .iter()
+            .find(|t| t.caption.starts_with("restoration"))
+            .unwrap();
+        assert_eq!(rest.rows.len(), 2);
+        assert_eq!(
+            rest.rows[0],
+            [
+                "mask:center",
+                "25 %",
+                "13.10",
+                "15.08",
+                "16.50",
+                "0.287",
+                "0.150"
+            ]
+        );
+        assert!(m
+            .images
+            .iter()
+            .any(|(c, _)| c.starts_with("reliability diagram")));
+        assert_eq!(m.metrics["calibration"]["ece"], 0.0312);
+        assert_eq!(m.metrics["restorations"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
     fn points_text_translation_and_codebook_recipes() {
         let (m, err) = measure_with_fake_binary("grid25-plain", false, true);
         assert_eq!(err, "");

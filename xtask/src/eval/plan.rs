@@ -75,6 +75,23 @@ pub enum Step {
     /// `energy RUN --out PNG --temperature T --json F` (points models with `energy`): the
     /// learned density exp(-E / T) as a heat map over the data, and the model's samples.
     EnergyMap { temperature: f64 },
+    /// `langevin RUN -n 8 --steps K --frames 8 --out PNG --json F` (image models with
+    /// `energy`): chains from noise over their steps, and the MCMC cost per step and image.
+    Chains { steps: usize },
+    /// For each corruption, `langevin RUN --data REAL --corrupt C -n 8 --steps K --frames 6
+    /// --out PNG --json F`: denoising and inpainting by Langevin, PSNR and LPIPS to the clean
+    /// images beside the corrupted input and a no-model fill; a table and the grids.
+    Restore {
+        real: String,
+        corruptions: Vec<String>,
+        steps: usize,
+    },
+    /// `ood RUN --in REAL --out-data S ... -n N --json F`: AUROC of each energy score against
+    /// each out-of-distribution set, a table.
+    Ood { real: String, out_sets: Vec<String> },
+    /// `calibration RUN --data REAL -n N --out PNG --json F` (energies with class logits):
+    /// test accuracy, ECE and the reliability diagram.
+    Calibration { real: String },
     /// The last validation loss in the run's log.
     ValidationLoss,
     /// `perplexity RUN --json F`.
@@ -100,6 +117,10 @@ impl Step {
             Step::ModeCoverage { .. } => "mode coverage",
             Step::Scatter { .. } => "scatter",
             Step::EnergyMap { .. } => "energy heat map",
+            Step::Chains { .. } => "Langevin chains",
+            Step::Restore { .. } => "denoising and inpainting",
+            Step::Ood { .. } => "out-of-distribution detection",
+            Step::Calibration { .. } => "calibration",
             Step::ValidationLoss => "validation loss",
             Step::Perplexity => "perplexity",
             Step::Generate { .. } => "generated text",
@@ -125,6 +146,12 @@ impl Step {
         )
     }
 }
+
+/// Langevin steps of the chains from noise shown for an image energy model.
+pub const CHAIN_STEPS: usize = 200;
+/// The corruptions an image energy model restores, and its chain length for them.
+pub const RESTORE_CORRUPTIONS: [&str; 2] = ["mask:center", "noise:0.3"];
+pub const RESTORE_STEPS: usize = 60;
 
 /// The model a recipe names, as the binary lists it; an error when the binary does not list
 /// it or puts it in another family than the recipe says.
@@ -242,6 +269,29 @@ pub fn plan(r: &Recipe, info: &ModelInfo) -> Result<Vec<Step>> {
             }
             if info.has(Capability::Likelihood) {
                 steps.push(Step::Nll { cost });
+            }
+            if info.has(Capability::Energy) {
+                steps.push(Step::Chains { steps: CHAIN_STEPS });
+                steps.push(Step::Restore {
+                    real: r.real.clone(),
+                    corruptions: RESTORE_CORRUPTIONS.map(String::from).to_vec(),
+                    steps: RESTORE_STEPS,
+                });
+                // MNIST digits, noise, and the test set turned into something it is not.
+                steps.push(Step::Ood {
+                    real: r.real.clone(),
+                    out_sets: vec![
+                        "mnist-5k".into(),
+                        "noise".into(),
+                        format!("invert:{}", r.real),
+                        format!("vflip:{}", r.real),
+                    ],
+                });
+                if info.has(Capability::ClassConditional) {
+                    steps.push(Step::Calibration {
+                        real: r.real.clone(),
+                    });
+                }
             }
         }
     }
@@ -512,6 +562,41 @@ mod tests {
                 Step::LossCurves
             ]
         );
+    }
+
+    #[test]
+    fn an_image_energy_model_shows_its_chains_restores_detects_and_calibrates() {
+        let steps = plan_of("jem");
+        let tail: Vec<&Step> = steps
+            .iter()
+            .skip_while(|s| !matches!(s, Step::Chains { .. }))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                &Step::Chains { steps: 200 },
+                &Step::Restore {
+                    real: "fashion-mnist:test".into(),
+                    corruptions: vec!["mask:center".into(), "noise:0.3".into()],
+                    steps: 60
+                },
+                &Step::Ood {
+                    real: "fashion-mnist:test".into(),
+                    out_sets: vec![
+                        "mnist-5k".into(),
+                        "noise".into(),
+                        "invert:fashion-mnist:test".into(),
+                        "vflip:fashion-mnist:test".into()
+                    ]
+                },
+                &Step::Calibration {
+                    real: "fashion-mnist:test".into()
+                },
+                &Step::LossCurves
+            ]
+        );
+        // the image steps come first
+        assert!(matches!(steps[0], Step::SampleGrid { .. }));
     }
 
     #[test]

@@ -340,7 +340,7 @@ mod tests {
                 "ebm-ring8"
             ]
         );
-        assert_eq!(b.recipes.len(), 19);
+        assert_eq!(b.recipes.len(), 20);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 
 use genmodels_contracts::capability::ModelList;
 use genmodels_contracts::reports::{
-    CodebookScores, DomainScores, ImageMetricsReport, Memorisation, ModeCoverage, ModeReport,
-    NllReport, PerplexityReport, ReconstructReport,
+    Calibration, CalibrationBin, CalibrationReport, CodebookScores, DomainScores,
+    ImageMetricsReport, LangevinReport, Memorisation, ModeCoverage, ModeReport, NllReport,
+    OodReport, OodRow, PerplexityReport, ReconstructReport, Restoration, RestorationFrame,
 };
 use genmodels_contracts::{RunManifest, TrainerConfig};
 use std::path::{Path, PathBuf};
@@ -131,6 +132,83 @@ pub fn perplexity() -> PerplexityReport {
     }
 }
 
+/// `langevin`'s report: chains from noise, or (`corrupt`) a restoration.
+pub fn langevin(corrupt: Option<&str>) -> LangevinReport {
+    LangevinReport {
+        model: "jem".into(),
+        chains: 8,
+        steps: if corrupt.is_some() { 60 } else { 200 },
+        seed: 0,
+        chain_seconds: 3.2,
+        ms_per_step_per_image: 2.0,
+        threads: 2,
+        device: "Cpu".into(),
+        restoration: corrupt.map(|c| Restoration {
+            data: "fashion-mnist:test".into(),
+            corrupt: c.into(),
+            free_fraction: 0.25,
+            psnr_corrupted_db: 13.1,
+            lpips_corrupted: Some(0.2875),
+            psnr_mean_fill_db: Some(15.08),
+            psnr_restored_db: 16.5,
+            lpips_restored: Some(0.15),
+            lpips_net: Some("vgg16".into()),
+            frames: vec![RestorationFrame {
+                step: 60,
+                psnr_db: 16.5,
+                lpips: Some(0.15),
+            }],
+        }),
+        grid: "grid.png".into(),
+    }
+}
+
+pub fn ood() -> OodReport {
+    OodReport {
+        model: "jem".into(),
+        in_data: "fashion-mnist:test".into(),
+        n: 500,
+        mean_log_px: 3.0,
+        rows: vec![
+            OodRow {
+                out_data: "mnist-5k".into(),
+                n: 500,
+                auroc_log_px: 0.8123,
+                auroc_max_softmax: Some(0.7),
+                auroc_grad_norm: 0.6,
+                mean_log_px: 1.0,
+            },
+            OodRow {
+                out_data: "noise".into(),
+                n: 500,
+                auroc_log_px: 1.0,
+                auroc_max_softmax: None,
+                auroc_grad_norm: 0.99,
+                mean_log_px: -5.0,
+            },
+        ],
+    }
+}
+
+pub fn calibration() -> CalibrationReport {
+    CalibrationReport {
+        model: "jem".into(),
+        data: "fashion-mnist:test".into(),
+        n: 2000,
+        calibration: Calibration {
+            ece: 0.0312,
+            accuracy: 0.8765,
+            bins: vec![CalibrationBin {
+                lo: 0.0,
+                hi: 1.0,
+                count: 2000,
+                confidence: 0.9,
+                accuracy: 0.8765,
+            }],
+        },
+    }
+}
+
 pub fn manifest(steps: u64) -> RunManifest {
     RunManifest {
         model: "gpt-mini".into(),
@@ -177,6 +255,19 @@ pub fn fake_genmodels(dir: &Path, codebook: bool) -> PathBuf {
         "perplexity.json",
         genmodels_contracts::to_json_pretty(&perplexity()),
     );
+    put(
+        "chains.json",
+        genmodels_contracts::to_json_pretty(&langevin(None)),
+    );
+    put(
+        "restore.json",
+        genmodels_contracts::to_json_pretty(&langevin(Some("mask:center"))),
+    );
+    put("ood.json", genmodels_contracts::to_json_pretty(&ood()));
+    put(
+        "calibration.json",
+        genmodels_contracts::to_json_pretty(&calibration()),
+    );
     put("pic.png", "not really a PNG; eval only copies it".into());
     let script = format!(
         r#"#!/usr/bin/env bash
@@ -208,6 +299,10 @@ case $verb in
   reconstruct) cp "$FX/pic.png" "$out"; cp "$FX/reconstruct.json" "$json" ;;
   nll) if [[ " $* " == *" --ema "* ]]; then cp "$FX/nll-bound.json" "$json"; else cp "$FX/nll.json" "$json"; fi ;;
   perplexity) cp "$FX/perplexity.json" "$json" ;;
+  langevin) cp "$FX/pic.png" "$out"
+    if [ -n "$(arg --corrupt "$@")" ]; then cp "$FX/restore.json" "$json"; else cp "$FX/chains.json" "$json"; fi ;;
+  ood) cp "$FX/ood.json" "$json" ;;
+  calibration) cp "$FX/pic.png" "$out"; cp "$FX/calibration.json" "$json" ;;
   generate) echo "Call me Ishmael. Some years ago" ;;
   *) echo "fake genmodels: no verb $verb" >&2; exit 2 ;;
 esac

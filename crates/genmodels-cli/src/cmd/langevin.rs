@@ -14,12 +14,12 @@
 use crate::common::{first_batches, need, open_run, parent_dir, write_json, Weights};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use genmodels_contracts::reports::{LangevinReport, Restoration, RestorationFrame};
 use genmodels_core::data::DataSpec;
 use genmodels_core::device::seed_everything;
 use genmodels_core::image_io::save_grid;
 use genmodels_core::model::Capability;
 use genmodels_metrics::lpips::{Lpips, LpipsNet};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -175,48 +175,6 @@ fn mean_fill(x: &Tensor, m: &Tensor) -> Tensor {
     x * &known + mean * m
 }
 
-#[derive(Serialize)]
-struct Frame {
-    step: usize,
-    psnr_db: f64,
-    lpips: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct Restoration {
-    data: String,
-    corrupt: String,
-    /// Share of the pixels the chain moves.
-    free_fraction: f64,
-    psnr_corrupted_db: f64,
-    lpips_corrupted: Option<f64>,
-    /// A baseline without the model: the free pixels set to the mean of the image's known
-    /// pixels (masks only).
-    psnr_mean_fill_db: Option<f64>,
-    /// The chain's end.
-    psnr_restored_db: f64,
-    lpips_restored: Option<f64>,
-    lpips_net: Option<String>,
-    frames: Vec<Frame>,
-}
-
-#[derive(Serialize)]
-struct LangevinReport {
-    model: String,
-    chains: usize,
-    steps: usize,
-    seed: u64,
-    /// Wall time of the chains, all of them together.
-    chain_seconds: f64,
-    /// Milliseconds per chain step per image (the MCMC cost of a sample is this times the
-    /// chain length).
-    ms_per_step_per_image: f64,
-    threads: i32,
-    device: String,
-    restoration: Option<Restoration>,
-    grid: PathBuf,
-}
-
 pub fn langevin(a: LangevinArgs) -> Result<()> {
     if !(1..=10_000).contains(&a.n) {
         bail!("-n {} out of range: expected 1 to 10000 chains", a.n);
@@ -329,7 +287,7 @@ pub fn langevin(a: LangevinArgs) -> Result<()> {
             let mut fs = Vec::new();
             for (i, step) in at.iter().enumerate() {
                 let f = frames.get(i as i64);
-                fs.push(Frame {
+                fs.push(RestorationFrame {
                     step: *step,
                     psnr_db: psnr(&f, x),
                     lpips: lpips(&f)?,

@@ -11,11 +11,11 @@
 use crate::common::{bar, first_batches, need, open_run, write_json, Weights};
 use anyhow::{bail, Result};
 use clap::Args;
+use genmodels_contracts::reports::{CalibrationReport, OodReport, OodRow};
 use genmodels_core::data::DataSpec;
 use genmodels_core::device::seed_everything;
 use genmodels_core::model::{Capability, Energy};
-use genmodels_metrics::detection::{auroc, calibration, Calibration};
-use serde::Serialize;
+use genmodels_metrics::detection::{auroc, calibration};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
@@ -43,25 +43,6 @@ pub struct OodArgs {
     /// Also write the scores as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-#[derive(Serialize)]
-struct OodRow {
-    out_data: String,
-    n: usize,
-    auroc_log_px: f64,
-    auroc_max_softmax: Option<f64>,
-    auroc_grad_norm: f64,
-    mean_log_px: f64,
-}
-
-#[derive(Serialize)]
-struct OodReport {
-    model: String,
-    in_data: String,
-    n: usize,
-    mean_log_px: f64,
-    rows: Vec<OodRow>,
 }
 
 /// The three scores of a set, each higher for "more in distribution".
@@ -215,15 +196,6 @@ pub struct CalibrationArgs {
     /// Also write the ECE and the bins as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-#[derive(Serialize)]
-struct CalibrationReport {
-    model: String,
-    data: String,
-    n: usize,
-    #[serde(flatten)]
-    calibration: Calibration,
 }
 
 pub fn calibration_cmd(a: CalibrationArgs) -> Result<()> {

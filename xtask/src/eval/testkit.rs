@@ -132,10 +132,13 @@ pub fn perplexity() -> PerplexityReport {
     }
 }
 
+/// The model of the energy reports below.
+const ENERGY_MODEL: &str = "jem";
+
 /// `langevin`'s report: chains from noise, or (`corrupt`) a restoration.
 pub fn langevin(corrupt: Option<&str>) -> LangevinReport {
     LangevinReport {
-        model: "jem".into(),
+        model: ENERGY_MODEL.into(),
         chains: 8,
         steps: if corrupt.is_some() { 60 } else { 200 },
         seed: 0,
@@ -165,7 +168,7 @@ pub fn langevin(corrupt: Option<&str>) -> LangevinReport {
 
 pub fn ood() -> OodReport {
     OodReport {
-        model: "jem".into(),
+        model: ENERGY_MODEL.into(),
         in_data: "fashion-mnist:test".into(),
         n: 500,
         mean_log_px: 3.0,
@@ -192,7 +195,7 @@ pub fn ood() -> OodReport {
 
 pub fn calibration() -> CalibrationReport {
     CalibrationReport {
-        model: "jem".into(),
+        model: ENERGY_MODEL.into(),
         data: "fashion-mnist:test".into(),
         n: 2000,
         calibration: Calibration {

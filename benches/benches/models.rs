@@ -21,6 +21,9 @@
 //!   each decoder pass through `torch.compile`;
 //! - one VQ-VAE autoencoder step (batch 64, straight-through, commitment, EMA codebook) vs the
 //!   same networks and update in PyTorch (eager; compiled with fused Adam);
+//! - one JEM training step (batch 64, the `jem` default network and chain: 20 SGLD steps from
+//!   the replay buffer, then CE + CD) vs the same step in PyTorch (eager; compiled network
+//!   with fused Adam);
 //! - one GPT training step in nanoGPT's CPU configuration (4 x 4 x 128, context 64, batch 12,
 //!   AdamW, clipping at 1.0) vs a nanoGPT-style model and loop (eager; compiled with fused AdamW);
 //! - batch-1 generation of 200 tokens with the KV cache (4 x 4 x 128, context 256, sampling at
@@ -42,6 +45,7 @@ use genmodels_core::model::Likelihood;
 use genmodels_core::model::Model;
 use genmodels_core::optim::StepCtx;
 use genmodels_core::samplers::LogitsProcessor;
+use genmodels_ebm::model::{Ebm, EbmConfig};
 use genmodels_gan::dcgan::{Dcgan, DcganConfig};
 use genmodels_gan::stylegan::{StyleGan, StyleGanConfig};
 use genmodels_transformer::generate::{generate, GenerateConfig};
@@ -341,6 +345,36 @@ fn vqvae_step(c: &mut Criterion) {
     g.finish();
 }
 
+fn jem_step(c: &mut Criterion) {
+    if !selected("jem_step") {
+        return;
+    }
+    tch::manual_seed(0);
+    let cfg = EbmConfig::jem(10);
+    let args = json!({"batch": 64, "steps": cfg.sgld.steps, "width": cfg.width, "l2": cfg.l2});
+    let mut m = Ebm::new("jem", cfg, Device::Cpu).expect("jem");
+    let x = Tensor::rand([64, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let y = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
+    let batch = Batch { x, y: Some(y) };
+    let ctx = StepCtx::default();
+    versus_args(
+        "JEM training step, batch 64: 20 SGLD steps from the replay buffer, then CE + CD",
+        "jem_step",
+        args,
+        5,
+        &[],
+        || {
+            m.train_step(&batch, &ctx).expect("step");
+        },
+    );
+    let mut g = c.benchmark_group("jem");
+    g.sample_size(10);
+    g.bench_function("train_step_b64", |b| {
+        b.iter(|| m.train_step(&batch, &ctx).expect("step"))
+    });
+    g.finish();
+}
+
 fn done(_: &mut Criterion) {
     finish(SCRIPT);
 }
@@ -353,6 +387,7 @@ criterion_group!(
     vae_step,
     vae_nll,
     vqvae_step,
+    jem_step,
     gpt_step,
     gpt_generate,
     done

@@ -2,7 +2,7 @@
 (bench_worker.py: `models_bench.py --serve THREADS`, one JSON request per line).
 
 Workloads (each with the reference first, then what a speed-minded PyTorch user would add):
-dcgan_step | stylegan2_step | iwae_step | vae_step | vae_nll | vqvae_step | gpt_step | gpt_generate | unet_train_step | ddim_sample
+dcgan_step | stylegan2_step | iwae_step | vae_step | vae_nll | vqvae_step | jem_step | gpt_step | gpt_generate | unet_train_step | ddim_sample
 """
 
 import json
@@ -696,6 +696,58 @@ def vqvae_step(batch=64, fast=False, codes=128, d=16, beta=0.25, decay=0.99):
     return step
 
 
+# --- JEM, the image energy of crates/genmodels-ebm/src/net.rs ---------------------------------
+class EnergyNet(nn.Module):
+    """`C -> w`, then [3x3, 4x4/2] to 2w and 4w, a last 3x3, the spatial mean, `4w -> heads`;
+    LeakyReLU 0.2; PyTorch's default initialisation."""
+
+    def __init__(self, c=1, w=32, heads=10):
+        super().__init__()
+        plan = [(c, w, 3, 1, 1), (w, w, 3, 1, 1), (w, 2 * w, 4, 2, 1), (2 * w, 2 * w, 3, 1, 1),
+                (2 * w, 4 * w, 4, 2, 1), (4 * w, 4 * w, 3, 1, 1)]
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, k, s, p) for i, o, k, s, p in plan)
+        self.head = nn.Linear(4 * w, heads)
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.2)
+        return self.head(x.mean((2, 3)))
+
+
+def jem_step(a, fast=False):
+    """One JEM step (Grathwohl et al. 2020, `train_wrn_ebm.py`): 20 SGLD steps (step 1, noise
+    0.01) from a 10k replay buffer with 5 % uniform restarts, the chain ends stored back, then
+    Adam on CE + E(data + 0.03 noise) - E(samples) (+ the L2 energy penalty of weight `l2`);
+    `fast`: the network through torch.compile and Adam(fused=True)."""
+    batch, steps, l2 = a.get("batch", 64), a.get("steps", 20), a.get("l2", 0.0)
+    net = EnergyNet(w=a.get("width", 32))
+    f = compiled(net) if fast else net
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999), fused=fast or None)
+    buffer = torch.rand(10_000, 1, 28, 28) * 2 - 1
+    x = torch.rand(batch, 1, 28, 28) * 2 - 1
+    y = torch.randint(10, (batch,))
+
+    def step():
+        idx = torch.randint(len(buffer), (batch,))
+        fresh = (torch.rand(batch) < 0.05).view(-1, 1, 1, 1)
+        xk = torch.where(fresh, torch.rand(batch, 1, 28, 28) * 2 - 1, buffer[idx])
+        for _ in range(steps):
+            xk.requires_grad_(True)
+            e = -torch.logsumexp(f(xk), 1).sum()
+            g, = torch.autograd.grad(e, xk)
+            xk = (xk - g + 0.01 * torch.randn_like(xk)).detach()
+        buffer[idx] = xk
+        out_pos = f(x + 0.03 * torch.randn_like(x))
+        e_pos, e_neg = -torch.logsumexp(out_pos, 1), -torch.logsumexp(f(xk), 1)
+        loss = (e_pos.mean() - e_neg.mean() + l2 * (e_pos.square().mean() + e_neg.square().mean())
+                + F.cross_entropy(out_pos, y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
 def workloads():
     def unet_params(args):
         return sum(p.numel() for p in diffusers_unet(args).parameters())
@@ -734,6 +786,10 @@ def workloads():
             ("pytorch vq-vae step", lambda: vqvae_step(), False),
             ("same, Adam(fused=True) + torch.compile", lambda: vqvae_step(fast=True), True),
         ], flops_of="pytorch vq-vae step"),
+        "jem_step": lambda a: Workload([
+            ("pytorch jem step", lambda: jem_step(a), False),
+            ("same, Adam(fused=True) + torch.compile", lambda: jem_step(a, fast=True), True),
+        ], flops_of="pytorch jem step"),
         "gpt_step": lambda a: Workload([
             ("pytorch nanoGPT step", lambda: gpt_step(), False),
             ("same, AdamW(fused=True) + torch.compile", lambda: gpt_step(fast=True), True),

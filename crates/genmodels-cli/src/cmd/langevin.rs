@@ -48,6 +48,9 @@ pub struct LangevinArgs {
     /// Recorded steps shown per chain (evenly spaced, the last the chain's end).
     #[arg(long, default_value_t = 8)]
     frames: usize,
+    /// Chains shown in the grid (the first ones; all of them are scored).
+    #[arg(long, default_value_t = 16)]
+    grid_rows: usize,
     /// LPIPS network for restorations: vgg16 (images of at least 16 pixels a side), alex (31)
     /// or none.
     #[arg(long, default_value = "vgg16")]
@@ -314,14 +317,16 @@ pub fn langevin(a: LangevinArgs) -> Result<()> {
         }
         _ => None,
     };
-    // rows: [clean, corrupted,] frames...
+    // rows: [clean, corrupted,] frames... for the first `grid_rows` chains
+    let rows = a.grid_rows.clamp(1, n) as i64;
+    let shown = |t: &Tensor| t.narrow(0, 0, rows).to_device(Device::Cpu);
     let mut cols: Vec<Tensor> = Vec::new();
     if let Some(x) = &clean {
-        cols.push(x.to_device(Device::Cpu));
-        cols.push(start.clamp(-1.0, 1.0).to_device(Device::Cpu));
+        cols.push(shown(x));
+        cols.push(shown(&start.clamp(-1.0, 1.0)));
     }
     for i in 0..a.frames as i64 {
-        cols.push(frames.get(i).to_device(Device::Cpu));
+        cols.push(shown(&frames.get(i)));
     }
     let ncol = cols.len() as i64;
     let grid = Tensor::stack(&cols, 1).flatten(0, 1);

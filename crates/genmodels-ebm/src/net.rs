@@ -25,10 +25,12 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// One ATen kernel each way (SiLU; leaky ReLU through core's native op): composing them
+    /// from `x * sigmoid(x)` or `max(x, 0.2 x)` made a JEM step 1.5x slower than PyTorch's.
     fn apply(self, x: &Tensor) -> Tensor {
         match self {
-            Activation::Swish => x * x.sigmoid(),
-            Activation::LeakyRelu => x.maximum(&(x * 0.2)),
+            Activation::Swish => x.silu(),
+            Activation::LeakyRelu => genmodels_core::ops::leaky_relu(x, 0.2),
         }
     }
 }
@@ -137,5 +139,20 @@ impl EnergyNet {
             h = h.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
         }
         last.forward(&h, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn the_activations_are_their_formulas() {
+        let x = Tensor::linspace(-3.0, 3.0, 61, (Kind::Float, Device::Cpu));
+        let leaky = Activation::LeakyRelu.apply(&x);
+        assert!(leaky.allclose(&x.maximum(&(&x * 0.2)), 1e-6, 1e-7, false));
+        let swish = Activation::Swish.apply(&x);
+        assert!(swish.allclose(&(&x * x.sigmoid()), 1e-5, 1e-6, false));
     }
 }

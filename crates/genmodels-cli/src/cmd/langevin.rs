@@ -296,7 +296,9 @@ pub fn langevin(a: LangevinArgs) -> Result<()> {
                     lpips: lpips(&f)?,
                 });
             }
-            let last = frames.get(a.frames as i64 - 1);
+            // the chain's end is the last recorded frame, already scored
+            let (psnr_restored_db, lpips_restored) =
+                fs.last().map_or((f64::NAN, None), |f| (f.psnr_db, f.lpips));
             Some(Restoration {
                 data: a.data.clone().unwrap_or_default(),
                 corrupt: a.corrupt.clone().unwrap_or_default(),
@@ -309,8 +311,8 @@ pub fn langevin(a: LangevinArgs) -> Result<()> {
                     (_, Some(m)) => Some(psnr(&mean_fill(x, m), x)),
                 },
                 lpips_corrupted: lpips(&start)?,
-                psnr_restored_db: psnr(&last, x),
-                lpips_restored: lpips(&last)?,
+                psnr_restored_db,
+                lpips_restored,
                 lpips_net: lpips_net.map(|n| format!("{n:?}").to_lowercase()),
                 frames: fs,
             })

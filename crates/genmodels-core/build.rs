@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(genmodels_native_ops)");
+    println!("cargo::rustc-check-cfg=cfg(genmodels_dist)");
+    println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-changed=csrc/gloo_opaque");
     println!("cargo:rerun-if-changed=csrc/ops.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -23,9 +26,22 @@ fn main() {
         return;
     }
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    cc::Build::new()
-        .cpp(true)
-        .file("csrc/ops.cpp")
+    // c10d's Gloo process group (csrc/dist.cpp) when the headers are there (they are in every
+    // torch wheel; see csrc/gloo_opaque/README.md for the Gloo headers they include).
+    let c10d = inc.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp");
+    let dist = c10d.exists();
+    if !dist {
+        println!(
+            "cargo:warning=no {}: genmodels-core builds without data-parallel training",
+            c10d.display()
+        );
+    }
+    let mut build = cc::Build::new();
+    build.cpp(true).file("csrc/ops.cpp");
+    if dist {
+        build.file("csrc/dist.cpp").include("csrc/gloo_opaque");
+    }
+    build
         .include(&inc)
         .include(inc.join("torch").join("csrc").join("api").join("include"))
         .flag("-std=c++17")
@@ -35,4 +51,7 @@ fn main() {
         .opt_level(2)
         .compile("genmodels_ops");
     println!("cargo:rustc-cfg=genmodels_native_ops");
+    if dist {
+        println!("cargo:rustc-cfg=genmodels_dist");
+    }
 }

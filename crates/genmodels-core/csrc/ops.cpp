@@ -24,6 +24,9 @@
 
 static thread_local std::string last_error;
 
+// For dist.cpp, which reports its errors through the same `genmodels_last_error`.
+void genmodels_set_last_error(const std::string &msg) { last_error = msg; }
+
 static std::vector<at::Tensor> tensors(void *const *ptrs, int64_t n) {
   std::vector<at::Tensor> out;
   out.reserve(n);

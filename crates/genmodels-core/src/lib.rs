@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dist;
 mod error;
 pub mod image_io;
 pub mod layers;

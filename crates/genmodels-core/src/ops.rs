@@ -153,6 +153,12 @@ pub fn fused_adam(
     }
 }
 
+/// The message of the last native call that failed on this thread.
+#[cfg(genmodels_native_ops)]
+pub(crate) fn native_last_error() -> String {
+    native::last_error()
+}
+
 /// Whether the native operators were compiled in.
 pub fn native_ops() -> bool {
     cfg!(genmodels_native_ops)

@@ -79,6 +79,8 @@ pub struct Adam {
     /// Use ATen's fused Adam kernel when it is compiled in (default); `false` takes the
     /// elementwise tensor operations (same update, within float rounding).
     pub fused: bool,
+    /// Whether the current gradients were already averaged over the data-parallel ranks.
+    averaged: std::cell::Cell<bool>,
 }
 
 impl Adam {
@@ -103,6 +105,7 @@ impl Adam {
             decay,
             steps: 0,
             fused: true,
+            averaged: std::cell::Cell::new(false),
         }
     }
 
@@ -126,6 +129,7 @@ impl Adam {
     /// Clears the gradients (PyTorch's `zero_grad(set_to_none=True)`, its default): the next
     /// backward pass stores its gradients instead of adding them to zeroed buffers.
     pub fn zero_grad(&mut self) {
+        self.averaged.set(false);
         for p in &mut self.params {
             crate::ops::clear_grad(p);
         }
@@ -134,6 +138,7 @@ impl Adam {
     /// Global L2 norm of the gradients, then scaled down to `max_norm` if above it (as
     /// `torch.nn.utils.clip_grad_norm_`). Returns the norm before clipping.
     pub fn clip_grad_norm(&self, max_norm: f64) -> f64 {
+        self.average_gradients();
         tch::no_grad(|| {
             let grads: Vec<Tensor> = self
                 .params
@@ -163,9 +168,21 @@ impl Adam {
         })
     }
 
+    /// In a data-parallel run, averages the current gradients over the ranks (once per
+    /// backward pass: [`Adam::clip_grad_norm`] and [`Adam::step`] both call it, the second call
+    /// does nothing). A lone process has nothing to do.
+    pub fn average_gradients(&self) {
+        if !self.averaged.replace(true) {
+            crate::dist::average_gradients(&self.params);
+        }
+    }
+
     /// One update with the gradients currently in the parameters; parameters without a
-    /// gradient are skipped (as in torch.optim.Adam).
+    /// gradient are skipped (as in torch.optim.Adam). In a data-parallel run the gradients are
+    /// first averaged over the ranks.
     pub fn step(&mut self, lr_scale: f64) {
+        self.average_gradients();
+        self.averaged.set(false);
         self.steps += 1;
         let c = self.cfg;
         let lr = c.lr * lr_scale;

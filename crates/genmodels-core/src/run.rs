@@ -104,15 +104,21 @@ impl Run {
         device: Device,
         force: bool,
     ) -> Result<(Run, Box<dyn Model>, OpenData)> {
+        // The other ranks of a data-parallel run build the same model but leave the folder to
+        // rank 0.
+        let main = crate::dist::is_main();
         let fresh = !dir.exists();
-        let lock = std::sync::Arc::new(RunLock::acquire(dir)?);
+        let lock = match main {
+            true => Some(std::sync::Arc::new(RunLock::acquire(dir)?)),
+            false => None,
+        };
         let made = Self::prepare(dir, entry, data, config, &trainer, device, force);
         let (data, opened, config, model) = match made {
             Ok(m) => m,
             Err(e) => {
                 // Refused before anything was written: leave no empty folder behind.
                 drop(lock);
-                if fresh {
+                if fresh && main {
                     let _ = std::fs::remove_dir_all(dir);
                 }
                 return Err(e);
@@ -121,7 +127,7 @@ impl Run {
         let layout = RunLayout::new(dir);
         let run = Run {
             layout,
-            lock: Some(lock),
+            lock,
             manifest: RunManifest {
                 model: entry.name.into(),
                 family: entry.family.into(),
@@ -132,8 +138,10 @@ impl Run {
                 genmodels_version: env!("CARGO_PKG_VERSION").into(),
             },
         };
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        run.write_manifest()?;
+        if main {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            run.write_manifest()?;
+        }
         Ok((run, model, opened))
     }
 
@@ -228,7 +236,7 @@ impl Run {
     /// Takes the folder's lock for the rest of this process's use of the run (refused, naming
     /// the holder, when another process trains into it).
     pub fn lock(&mut self) -> Result<()> {
-        if self.lock.is_none() {
+        if self.lock.is_none() && crate::dist::is_main() {
             self.lock = Some(std::sync::Arc::new(RunLock::acquire(&self.layout.dir)?));
         }
         Ok(())
@@ -236,6 +244,9 @@ impl Run {
 
     /// Writes `run.json` atomically.
     pub fn write_manifest(&self) -> Result<()> {
+        if !crate::dist::is_main() {
+            return Ok(());
+        }
         write_atomic(
             &self.layout.manifest(),
             genmodels_contracts::to_json_pretty(&self.manifest).as_bytes(),
@@ -267,8 +278,11 @@ impl Run {
         adjust: impl FnOnce(&mut TrainerConfig),
     ) -> Result<TrainSummary> {
         let _lock = match &self.lock {
-            Some(l) => l.clone(),
-            None => std::sync::Arc::new(RunLock::acquire(&self.layout.dir)?),
+            Some(l) => Some(l.clone()),
+            None if crate::dist::is_main() => {
+                Some(std::sync::Arc::new(RunLock::acquire(&self.layout.dir)?))
+            }
+            None => None,
         };
         let mut cfg = self.manifest.trainer.clone();
         adjust(&mut cfg);

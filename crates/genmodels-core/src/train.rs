@@ -9,7 +9,8 @@
 
 use crate::checkpoint::{Checkpoint, TrainState};
 use crate::data::BatchSource;
-use crate::device::{seed_everything, set_deterministic, step_seed};
+use crate::device::{set_deterministic, step_seed};
+use crate::dist;
 use crate::image_io::{save_grid, save_scatter};
 use crate::model::{load_model_state, Losses, Model, Samples};
 use crate::optim::{Ema, StepCtx};
@@ -58,7 +59,8 @@ fn yes() -> bool {
 /// The run's files as the loop writes them.
 struct Disk {
     checkpoint: PathBuf,
-    log: std::fs::File,
+    /// The JSONL log (rank 0's file; a sink on the other ranks of a data-parallel run).
+    log: Box<dyn Write>,
     /// Step of the checkpoint on disk (None before the first one).
     kept: Option<u64>,
 }
@@ -198,7 +200,12 @@ impl Trainer {
             return Err(Error::invalid("steps must be positive"));
         }
         let rd = genmodels_contracts::RunLayout::new(run_dir);
-        std::fs::create_dir_all(rd.samples()).map_err(|e| Error::io(rd.samples(), e))?;
+        // In a data-parallel run only rank 0 writes the folder (log, samples, checkpoints).
+        let main = dist::is_main();
+        let world = dist::world_size();
+        if main {
+            std::fs::create_dir_all(rd.samples()).map_err(|e| Error::io(rd.samples(), e))?;
+        }
         set_deterministic(cfg.deterministic);
         let mut ema = match (cfg.ema_decay, model.ema_store()) {
             (Some(d), Some(vs)) => Some(Ema::new(vs, d)?),
@@ -217,26 +224,38 @@ impl Trainer {
                 if let Some(e) = ema.as_mut() {
                     e.load_state("ema", ck, &ck_path)?;
                 }
-                truncate_log(&rd.log(), ck.meta.state.step)?;
+                if main {
+                    truncate_log(&rd.log(), ck.meta.state.step)?;
+                }
                 (ck.meta.state.step, ck.meta.state.elapsed_s)
             }
             None => {
-                let _ = std::fs::remove_file(rd.log());
+                if main {
+                    let _ = std::fs::remove_file(rd.log());
+                }
                 (0, 0.0)
             }
         };
+        // Every rank starts from rank 0's weights, buffers, optimiser state and EMA.
+        dist::sync_start(model, ema.as_mut())?;
         if start >= cfg.steps {
             return Err(Error::invalid(format!(
                 "the run is already at step {start} of {}; ask for more steps to continue",
                 cfg.steps
             )));
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(rd.log())
-            .map_err(|e| Error::io(rd.log(), e))?;
-        let bar = if cfg.progress {
+        let log: Box<dyn Write> = if main {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(rd.log())
+                    .map_err(|e| Error::io(rd.log(), e))?,
+            )
+        } else {
+            Box::new(std::io::sink())
+        };
+        let bar = if cfg.progress && main {
             let b = ProgressBar::new(cfg.steps);
             b.set_style(
                 ProgressStyle::with_template(
@@ -249,8 +268,17 @@ impl Trainer {
         } else {
             ProgressBar::hidden()
         };
+        let procs = if world > 1 {
+            format!(
+                " in {world} processes (global batch {}, {} rows each)",
+                cfg.batch_size,
+                cfg.batch_size / world
+            )
+        } else {
+            String::new()
+        };
         bar.println(format!(
-            "training {} on {} from step {start}",
+            "training {} on {} from step {start}{procs}",
             model.name(),
             source.describe()
         ));
@@ -265,14 +293,26 @@ impl Trainer {
             kept: resume_from.map(|c| c.meta.state.step),
         };
         for step in start..cfg.steps {
-            seed_everything(step_seed(cfg.seed, step));
-            let batch = source.batch_at(step)?;
+            crate::rng::begin_step(step_seed(cfg.seed, step));
+            dist::sync_buffers(model)?;
+            let batch = dist::shard(source.batch_at(step)?)?;
             let ctx = StepCtx {
                 step,
                 lr_scale: cfg.lr_schedule.factor(step),
                 grad_clip: cfg.grad_clip,
             };
-            let mut losses = model.train_step(&batch, &ctx)?;
+            let stepped = model.train_step(&batch, &ctx);
+            crate::rng::end_step();
+            let mut losses = stepped?;
+            let done = step + 1;
+            // Whether to stop after this step: the time budget or a signal, on any rank; the
+            // ranks also agree on the logged losses (their mean), so they stop together.
+            let flags = [
+                cfg.time_budget_s
+                    .is_some_and(|b| done != cfg.steps && t0.elapsed().as_secs_f64() >= b),
+                STOP.load(std::sync::atomic::Ordering::SeqCst) && done != cfg.steps,
+            ];
+            let [out_of_time, interrupted] = dist::agree_step(&mut losses, flags)?;
             if let Some((name, v)) = losses.iter().find(|(_, v)| !v.is_finite()) {
                 bar.abandon_with_message("stopped: non-finite loss");
                 let line = serde_json::json!({"step": step + 1, "error": format!("{name} is {v}")});
@@ -299,12 +339,8 @@ impl Trainer {
             if let Some(e) = ema.as_mut() {
                 e.update();
             }
-            let done = step + 1;
-            let out_of_time = cfg
-                .time_budget_s
-                .is_some_and(|b| done != cfg.steps && t0.elapsed().as_secs_f64() >= b);
             let mut evaluated = false;
-            if let Some(v) = val.as_deref_mut() {
+            if let Some(v) = val.as_deref_mut().filter(|_| main) {
                 if cfg.eval_every > 0
                     && (done % cfg.eval_every == 0 || done == cfg.steps || out_of_time)
                 {
@@ -329,7 +365,7 @@ impl Trainer {
                 writeln!(disk.log, "{}", serde_json::Value::Object(obj))
                     .map_err(|e| Error::io(rd.log(), e))?;
             }
-            if cfg.sample_every > 0 && done % cfg.sample_every == 0 && done != cfg.steps {
+            if main && cfg.sample_every > 0 && done % cfg.sample_every == 0 && done != cfg.steps {
                 Self::write_samples(
                     model,
                     ema.as_ref(),
@@ -337,7 +373,7 @@ impl Trainer {
                     &rd.samples().join(format!("step_{done:07}")),
                 )?;
             }
-            if done % cfg.checkpoint_every.max(1) == 0 && done != cfg.steps {
+            if main && done % cfg.checkpoint_every.max(1) == 0 && done != cfg.steps {
                 self.save_checkpoint(model, ema.as_ref(), done, elapsed, &mut disk)?;
             }
             last = losses;
@@ -345,8 +381,10 @@ impl Trainer {
                 end = done;
                 break;
             }
-            if STOP.load(std::sync::atomic::Ordering::SeqCst) && done != cfg.steps {
-                self.save_checkpoint(model, ema.as_ref(), done, elapsed, &mut disk)?;
+            if interrupted {
+                if main {
+                    self.save_checkpoint(model, ema.as_ref(), done, elapsed, &mut disk)?;
+                }
                 bar.abandon_with_message(format!("interrupted at step {done}; checkpoint written"));
                 return Err(Error::Interrupted {
                     step: done,
@@ -354,13 +392,17 @@ impl Trainer {
                 });
             }
         }
-        self.save_checkpoint(model, ema.as_ref(), end, elapsed, &mut disk)?;
-        Self::write_samples(
-            model,
-            ema.as_ref(),
-            cfg.sample_count,
-            &rd.samples().join(format!("step_{end:07}")),
-        )?;
+        if main {
+            self.save_checkpoint(model, ema.as_ref(), end, elapsed, &mut disk)?;
+            Self::write_samples(
+                model,
+                ema.as_ref(),
+                cfg.sample_count,
+                &rd.samples().join(format!("step_{end:07}")),
+            )?;
+        }
+        // The other ranks return once rank 0's checkpoint is on disk.
+        dist::barrier()?;
         if end == cfg.steps {
             bar.finish_with_message(fmt_losses(&last));
         } else {

@@ -352,9 +352,10 @@ impl Dcgan {
         })
     }
 
-    /// Latents z ~ N(0, I), shape `[n, z_dim]`.
+    /// Latents z ~ N(0, I), shape `[n, z_dim]` (in training, this process's rows of the
+    /// global batch's draw: `genmodels_core::rng::randn_rows`).
     pub fn latents(&self, n: i64) -> Tensor {
-        Tensor::randn([n, self.cfg.z_dim], (Kind::Float, self.device))
+        genmodels_core::rng::randn_rows(&[n, self.cfg.z_dim], 0, (Kind::Float, self.device))
     }
 
     /// Generator output for given latents, in evaluation mode (batch-norm running statistics),

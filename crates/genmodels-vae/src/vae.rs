@@ -277,7 +277,13 @@ impl Vae {
         let p = ((x.to_device(self.device) + 1.0) * 0.5)
             .clamp(0.0, 1.0)
             .flatten(1, -1);
-        Ok(if self.cfg.binarize { p.bernoulli() } else { p })
+        // Dynamic binarisation; in training, rows of one draw for the global batch (see
+        // genmodels_core::rng::bernoulli_rows), so data-parallel runs binarise as one process.
+        Ok(if self.cfg.binarize {
+            genmodels_core::rng::bernoulli_rows(&p, 0)
+        } else {
+            p
+        })
     }
 
     /// `(mu, logvar)` of q(z|x), each `[N, Z]`.
@@ -321,7 +327,8 @@ impl Vae {
     fn log_weights_from(&self, x: &Tensor, mu: &Tensor, logvar: &Tensor, k: i64) -> Tensor {
         let n = x.size()[0];
         let ln2pi = (2.0 * std::f64::consts::PI).ln();
-        let eps = Tensor::randn([k, n, self.cfg.z_dim], (Kind::Float, self.device));
+        let eps =
+            genmodels_core::rng::randn_rows(&[k, n, self.cfg.z_dim], 1, (Kind::Float, self.device));
         let z = mu + (logvar * 0.5).exp() * &eps;
         // log q(z|x) = sum_j log N(z_j; mu_j, sigma_j^2), with (z - mu) / sigma = eps.
         let log_q =
@@ -337,7 +344,11 @@ impl Vae {
             Objective::Elbo => {
                 let (mu, logvar) = self.encode(x);
                 let n = x.size()[0];
-                let eps = Tensor::randn([k, n, self.cfg.z_dim], (Kind::Float, self.device));
+                let eps = genmodels_core::rng::randn_rows(
+                    &[k, n, self.cfg.z_dim],
+                    1,
+                    (Kind::Float, self.device),
+                );
                 let z = &mu + (&logvar * 0.5).exp() * eps;
                 let log_px = self.log_px(x, &z).mean_dim(0, false, Kind::Float);
                 let kl = gaussian_kl(&mu, &logvar);

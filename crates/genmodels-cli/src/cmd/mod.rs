@@ -8,6 +8,7 @@ pub mod generate;
 pub mod import;
 pub mod interpolate;
 pub mod langevin;
+pub mod launch;
 pub mod list;
 pub mod metrics;
 pub mod nll;

@@ -84,9 +84,30 @@ pub struct Session {
     /// Hide the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Train data-parallel in N local processes (rank 0 writes the run), as `torchrun
+    /// --nproc-per-node N --no-python genmodels ...` would; each process takes --batch-size / N
+    /// rows of every batch and one thread unless OMP_NUM_THREADS or --threads says otherwise.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
+    /// How long a data-parallel collective (or the start-up rendezvous) may wait for the
+    /// other processes before the run stops with an error (e.g. 60s, 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "300s")]
+    pub dist_timeout: f64,
 }
 
 impl Session {
+    /// Joins the data-parallel group when torchrun (or `--nproc`) started this process as one
+    /// of several workers.
+    fn join(&self) -> Result<()> {
+        let n = genmodels_core::dist::init_from_env(std::time::Duration::from_secs_f64(
+            self.dist_timeout,
+        ))?;
+        if n > 1 && genmodels_core::dist::is_main() {
+            eprintln!("data-parallel: {n} processes (c10d Gloo)");
+        }
+        Ok(())
+    }
+
     fn apply(&self, cfg: &mut TrainerConfig) {
         cfg.time_budget_s = self.time_budget;
         cfg.progress = !self.no_progress;
@@ -108,6 +129,10 @@ pub struct ResumeArgs {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    if let Some(n) = a.session.nproc {
+        return crate::cmd::launch::launch(n, a.session.dist_timeout);
+    }
+    a.session.join()?;
     let reg = registry();
     let device = device(a.device.as_deref())?;
     let (entry, data, config, trainer) = match &a.config {
@@ -150,6 +175,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Run::create(&a.out, entry, &data, config, trainer, device, a.force)?;
     let s = run.train(model.as_mut(), &data, device, None, |c| a.session.apply(c))?;
     let total = run.manifest.trainer.steps;
+    if !genmodels_core::dist::is_main() {
+        return Ok(());
+    }
     println!(
         "trained {} for {} steps in {:.1}s{}; checkpoint {}",
         entry.name,
@@ -162,6 +190,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
 }
 
 pub fn resume(a: ResumeArgs) -> Result<()> {
+    if let Some(n) = a.session.nproc {
+        return crate::cmd::launch::launch(n, a.session.dist_timeout);
+    }
+    a.session.join()?;
     let reg = registry();
     let device = device(a.device.as_deref())?;
     let mut opened = Run::open_with_model(&a.run_dir, reg, device)?;
@@ -178,6 +210,9 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
         Some(&opened.checkpoint),
         |c| a.session.apply(c),
     )?;
+    if !genmodels_core::dist::is_main() {
+        return Ok(());
+    }
     println!(
         "resumed {} to step {} ({:.1}s in all){}; checkpoint {}",
         opened.name(),

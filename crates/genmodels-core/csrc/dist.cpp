@@ -45,10 +45,22 @@ std::vector<at::Tensor> tensors(void *const *ptrs, int64_t n) {
   return out;
 }
 
-// Waits for `work`; a failure or a timeout throws (Work::wait rethrows the collective's error).
-void finish(const c10::intrusive_ptr<c10d::Work> &work, const Group &g) {
-  if (!work->wait(g.timeout)) {
-    throw std::runtime_error("the collective did not complete within the timeout");
+// Waits for every work item; a failure or a timeout throws (Work::wait rethrows the
+// collective's error). Gloo's worker threads may still be using the tensors of a collective
+// that timed out, so on failure the work items and their tensors are deliberately kept alive
+// (leaked): the run stops right after, and freeing them would be a use after free.
+void finish(std::vector<c10::intrusive_ptr<c10d::Work>> works, std::vector<at::Tensor> ts,
+            const Group &g) {
+  try {
+    for (auto &w : works) {
+      if (!w->wait(g.timeout)) {
+        throw std::runtime_error("the collective did not complete within the timeout");
+      }
+    }
+  } catch (...) {
+    new std::vector<c10::intrusive_ptr<c10d::Work>>(std::move(works));
+    new std::vector<at::Tensor>(std::move(ts));
+    throw;
   }
 }
 
@@ -76,6 +88,9 @@ void *genmodels_dist_new(const char *host, int port, int rank, int size, int64_t
     c10::intrusive_ptr<c10d::Backend> backend =
         c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
     return new Group{store, backend, timeout};
+  } catch (const c10::Error &e) {
+    genmodels_set_last_error(e.what_without_backtrace());
+    return nullptr;
   } catch (const std::exception &e) {
     genmodels_set_last_error(e.what());
     return nullptr;
@@ -91,17 +106,19 @@ bool genmodels_dist_allreduce_sum(void *group, void *const *ptrs, int64_t n) {
     auto &g = *static_cast<Group *>(group);
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
     works.reserve(n);
-    for (auto &t : tensors(ptrs, n)) {
+    auto ts = tensors(ptrs, n);
+    for (auto &t : ts) {
       std::vector<at::Tensor> one{t};
       c10d::AllreduceOptions opts;
       opts.reduceOp = c10d::ReduceOp::SUM;
       opts.timeout = g.timeout;
       works.push_back(g.backend->allreduce(one, opts));
     }
-    for (auto &w : works) {
-      finish(w, g);
-    }
+    finish(std::move(works), std::move(ts), g);
     return true;
+  } catch (const c10::Error &e) {
+    genmodels_set_last_error(e.what_without_backtrace());
+    return false;
   } catch (const std::exception &e) {
     genmodels_set_last_error(e.what());
     return false;
@@ -114,17 +131,19 @@ bool genmodels_dist_broadcast(void *group, void *const *ptrs, int64_t n, int roo
     auto &g = *static_cast<Group *>(group);
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
     works.reserve(n);
-    for (auto &t : tensors(ptrs, n)) {
+    auto ts = tensors(ptrs, n);
+    for (auto &t : ts) {
       std::vector<at::Tensor> one{t};
       c10d::BroadcastOptions opts;
       opts.rootRank = root;
       opts.timeout = g.timeout;
       works.push_back(g.backend->broadcast(one, opts));
     }
-    for (auto &w : works) {
-      finish(w, g);
-    }
+    finish(std::move(works), std::move(ts), g);
     return true;
+  } catch (const c10::Error &e) {
+    genmodels_set_last_error(e.what_without_backtrace());
+    return false;
   } catch (const std::exception &e) {
     genmodels_set_last_error(e.what());
     return false;
@@ -136,8 +155,11 @@ bool genmodels_dist_barrier(void *group) {
     auto &g = *static_cast<Group *>(group);
     c10d::BarrierOptions opts;
     opts.timeout = g.timeout;
-    finish(g.backend->barrier(opts), g);
+    finish({g.backend->barrier(opts)}, {}, g);
     return true;
+  } catch (const c10::Error &e) {
+    genmodels_set_last_error(e.what_without_backtrace());
+    return false;
   } catch (const std::exception &e) {
     genmodels_set_last_error(e.what());
     return false;

@@ -361,10 +361,13 @@ impl Group {
     }
 }
 
+/// The last native error, without Gloo's advice paragraph.
 fn native_error() -> String {
     #[cfg(genmodels_dist)]
     {
-        crate::ops::native_last_error()
+        let e = crate::ops::native_last_error();
+        let e = e.split(" This is typically caused").next().unwrap_or(&e);
+        e.trim().to_string()
     }
     #[cfg(not(genmodels_dist))]
     {
@@ -609,6 +612,55 @@ pub fn agree_step(losses: &mut [(String, f64)], flags: [bool; 2]) -> Result<[boo
     Ok([sums[k] > 0.0, sums[k + 1] > 0.0])
 }
 
+/// Checks that every rank holds rank 0's trainable weights (a fingerprint per variable: its
+/// sum and sum of squares in f64, broadcast from rank 0 and compared), so that a model whose
+/// update depends on rank-local state stops at the first checkpoint, naming the variable,
+/// instead of training apart unseen. The trainer calls it before each checkpoint.
+pub fn check_in_sync(model: &dyn crate::model::Model) -> Result<()> {
+    check_stores_in_sync(&model.var_stores())
+}
+
+/// [`check_in_sync`] on named variable stores.
+pub fn check_stores_in_sync(stores: &[(&str, &tch::nn::VarStore)]) -> Result<()> {
+    if world_size() == 1 {
+        return Ok(());
+    }
+    let mut names = Vec::new();
+    let mut fp = Vec::new();
+    for (store, vs) in stores {
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let trainable: Vec<Tensor> = vs.trainable_variables();
+        for (n, t) in named {
+            if !trainable.iter().any(|p| p.data_ptr() == t.data_ptr()) {
+                continue;
+            }
+            let t = t.detach().to_kind(tch::Kind::Double);
+            fp.push(t.sum(tch::Kind::Double).double_value(&[]));
+            fp.push(t.square().sum(tch::Kind::Double).double_value(&[]));
+            names.push(format!("{store}/{n}"));
+        }
+    }
+    let mine = Tensor::from_slice(&fp);
+    let main = mine.copy();
+    with_group(|g| g.broadcast(&[&main], 0)).unwrap_or(Ok(()))?;
+    let main: Vec<f64> = Vec::<f64>::try_from(&main).map_err(Error::Torch)?;
+    for (i, name) in names.iter().enumerate() {
+        for j in [2 * i, 2 * i + 1] {
+            let (a, b) = (fp[j], main[j]);
+            if (a - b).abs() > 1e-9 * a.abs().max(b.abs()).max(1e-30) {
+                return Err(Error::invalid(format!(
+                    "rank {} of {}: weight `{name}` differs from rank 0's ({} {a:e} vs {b:e}): the processes went out of step",
+                    rank(),
+                    world_size(),
+                    if j % 2 == 0 { "sum" } else { "sum of squares" }
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Waits for every rank (no-op in one process).
 pub fn barrier() -> Result<()> {
     with_group(|g| g.barrier()).unwrap_or(Ok(()))
@@ -667,7 +719,7 @@ mod tests {
     #[test]
     fn buckets_keep_order_and_respect_the_cap() {
         let big = Tensor::zeros(
-            [(BUCKET_BYTES / 4) as i64 - 10],
+            [(BUCKET_BYTES / 4) as i64 - 20],
             (tch::Kind::Float, tch::Device::Cpu),
         );
         let small = Tensor::zeros([20], (tch::Kind::Float, tch::Device::Cpu));
@@ -677,7 +729,7 @@ mod tests {
             .iter()
             .map(|v| v.iter().map(|t| t.numel() as i64).collect())
             .collect();
-        let cap = (BUCKET_BYTES / 4) as i64 - 10;
+        let cap = (BUCKET_BYTES / 4) as i64 - 20;
         assert_eq!(sizes, vec![vec![20, cap], vec![20], vec![3]]);
         // Flatten and copy back round-trips.
         let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]);
@@ -690,5 +742,157 @@ mod tests {
             vec![2.0, 4.0, 6.0, 8.0]
         );
         assert_eq!(Vec::<f32>::try_from(c).unwrap(), vec![10.0]);
+    }
+
+    const WORKER: &str = "GENMODELS_DIST_TEST_WORKER";
+
+    /// Runs the test `name` of this binary as two ranks on loopback (`role` tells the workers
+    /// what to do) and returns their outputs; each must finish within 60 s.
+    fn run_pair(name: &str, role: &str) -> Vec<(bool, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let mut kids: Vec<std::process::Child> = (0..2)
+            .map(|rank| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                    .env(WORKER, role)
+                    .env("RANK", rank.to_string())
+                    .env("WORLD_SIZE", "2")
+                    .env("MASTER_ADDR", "127.0.0.1")
+                    .env("MASTER_PORT", port.to_string())
+                    .env("OMP_NUM_THREADS", "1")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        while kids.iter_mut().any(|k| matches!(k.try_wait(), Ok(None))) {
+            if t0.elapsed() > Duration::from_secs(60) {
+                for k in &mut kids {
+                    let _ = k.kill();
+                }
+                panic!("the two workers did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        kids.into_iter()
+            .map(|k| {
+                let o = k.wait_with_output().unwrap();
+                let text = String::from_utf8_lossy(&o.stdout).to_string()
+                    + &String::from_utf8_lossy(&o.stderr);
+                (o.status.success(), text)
+            })
+            .collect()
+    }
+
+    /// In a worker: joins the global group from the environment.
+    fn join_world() -> usize {
+        assert_eq!(init_from_env(Duration::from_secs(20)).unwrap(), 2);
+        rank()
+    }
+
+    #[test]
+    fn two_processes_reduce_broadcast_average_and_check_sync() {
+        let name = "dist::tests::two_processes_reduce_broadcast_average_and_check_sync";
+        if std::env::var_os(WORKER).is_none() {
+            for (i, (ok, out)) in run_pair(name, "collectives").into_iter().enumerate() {
+                assert!(ok, "rank {i}:\n{out}");
+                assert!(out.contains("rank checks passed"), "rank {i}:\n{out}");
+            }
+            return;
+        }
+        let r = join_world();
+        let rf = r as f32;
+        // All-reduce sums, in place.
+        let t = Tensor::from_slice(&[rf + 1.0, 10.0 * rf]);
+        with_group(|g| g.all_reduce_sum(&[&t])).unwrap().unwrap();
+        assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![3.0, 10.0]);
+        // Broadcast from rank 1.
+        let b = Tensor::from_slice(&[rf; 3]);
+        with_group(|g| g.broadcast(&[&b], 1)).unwrap().unwrap();
+        assert_eq!(Vec::<f32>::try_from(&b).unwrap(), vec![1.0; 3]);
+        // Adam averages the gradients before it steps: rank r's gradient is r + 1.
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let w = vs.root().zeros("w", &[4]);
+        let opt = crate::optim::Adam::new(&vs, Default::default());
+        (&w * (rf as f64 + 1.0)).sum(tch::Kind::Float).backward();
+        opt.average_gradients();
+        assert_eq!(Vec::<f32>::try_from(w.grad()).unwrap(), vec![1.5; 4]);
+        // Bucketed average over several tensors of both sizes.
+        let xs = [
+            Tensor::full([3], rf as f64, (tch::Kind::Float, tch::Device::Cpu)),
+            Tensor::full(
+                [2, 2],
+                2.0 * rf as f64,
+                (tch::Kind::Float, tch::Device::Cpu),
+            ),
+        ];
+        with_group(|g| g.average(&xs)).unwrap().unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(&xs[1].view([-1])).unwrap(),
+            vec![1.0; 4]
+        );
+        // Same weights pass the sync check; a weight changed on rank 1 fails it there.
+        check_stores_in_sync(&[("m", &vs)]).unwrap();
+        barrier().unwrap();
+        if r == 1 {
+            tch::no_grad(|| {
+                let _ = w.shallow_clone().g_add_scalar_(1e-3);
+            });
+        }
+        let res = check_stores_in_sync(&[("m", &vs)]);
+        if r == 1 {
+            let e = res.unwrap_err().to_string();
+            assert!(e.contains("rank 1 of 2: weight `m/w` differs"), "{e}");
+        } else {
+            res.unwrap();
+        }
+        barrier().unwrap();
+        println!("rank checks passed");
+    }
+
+    #[test]
+    fn a_dead_peer_makes_the_next_collective_fail_instead_of_hanging() {
+        let name = "dist::tests::a_dead_peer_makes_the_next_collective_fail_instead_of_hanging";
+        if std::env::var_os(WORKER).is_none() {
+            let outs = run_pair(name, "die");
+            assert!(
+                outs[0].0 && outs[0].1.contains("rank 0 saw"),
+                "{}",
+                outs[0].1
+            );
+            return;
+        }
+        let r = join_world();
+        barrier().unwrap();
+        if r == 1 {
+            // Dies without a word, as a killed worker does.
+            std::process::exit(0);
+        }
+        let t0 = std::time::Instant::now();
+        let t = Tensor::ones([1000], (tch::Kind::Float, tch::Device::Cpu));
+        let mut errors = Vec::new();
+        for _ in 0..50 {
+            if let Some(Err(e)) = with_group(|g| g.all_reduce_sum(&[&t])) {
+                errors.push(e.to_string());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let e = errors
+            .first()
+            .expect("all-reduce kept succeeding with a dead peer");
+        assert!(e.contains("rank 0 of 2: all-reduce failed"), "{e}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(25),
+            "took {:?}",
+            t0.elapsed()
+        );
+        println!("rank 0 saw: {e}");
     }
 }

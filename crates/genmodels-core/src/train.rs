@@ -373,8 +373,11 @@ impl Trainer {
                     &rd.samples().join(format!("step_{done:07}")),
                 )?;
             }
-            if main && done % cfg.checkpoint_every.max(1) == 0 && done != cfg.steps {
-                self.save_checkpoint(model, ema.as_ref(), done, elapsed, &mut disk)?;
+            if done % cfg.checkpoint_every.max(1) == 0 && done != cfg.steps {
+                dist::check_in_sync(model)?;
+                if main {
+                    self.save_checkpoint(model, ema.as_ref(), done, elapsed, &mut disk)?;
+                }
             }
             last = losses;
             if out_of_time {
@@ -382,6 +385,7 @@ impl Trainer {
                 break;
             }
             if interrupted {
+                dist::check_in_sync(model)?;
                 if main {
                     self.save_checkpoint(model, ema.as_ref(), done, elapsed, &mut disk)?;
                 }
@@ -392,6 +396,7 @@ impl Trainer {
                 });
             }
         }
+        dist::check_in_sync(model)?;
         if main {
             self.save_checkpoint(model, ema.as_ref(), end, elapsed, &mut disk)?;
             Self::write_samples(

@@ -28,10 +28,8 @@ def set_trainable(net, on):
         p.requires_grad_(on)
 
 
-def dcgan(fast=False, compile=False):
-    """The PyTorch DCGAN example's step; `fast`: the same step with Adam(fused=True) and D's
-    parameters frozen during the G update (what genmodels does), for comparison; `compile`:
-    G and D through torch.compile as well."""
+def dcgan_nets():
+    """G and D of the `dcgan` default at 28x28 (also used by ddp_bench.py)."""
     G = nn.Sequential(
         nn.ConvTranspose2d(100, 128, 7, 1, 0, bias=False), nn.BatchNorm2d(128), nn.ReLU(True),
         nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(True),
@@ -40,6 +38,14 @@ def dcgan(fast=False, compile=False):
         nn.Conv2d(1, 64, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
         nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2, inplace=True),
         nn.Conv2d(128, 1, 7, 1, 0, bias=False))
+    return G, D
+
+
+def dcgan(fast=False, compile=False):
+    """The PyTorch DCGAN example's step; `fast`: the same step with Adam(fused=True) and D's
+    parameters frozen during the G update (what genmodels does), for comparison; `compile`:
+    G and D through torch.compile as well."""
+    G, D = dcgan_nets()
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fast or None)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=fast or None)
     x = torch.rand(64, 1, 28, 28) * 2 - 1

@@ -97,7 +97,7 @@ enum Cmd {
         /// libtorch's choice, which Python is given too).
         #[arg(long)]
         threads: Option<usize>,
-        /// Only these bench targets (models, diffusion, metrics); default all three.
+        /// Only these bench targets (models, diffusion, metrics, distributed); default all four.
         #[arg(long)]
         only: Vec<String>,
     },
@@ -735,7 +735,7 @@ fn run_bench_target(c: &mut Command) -> Result<String> {
     Ok(all)
 }
 
-const BENCH_TARGETS: [&str; 3] = ["models", "diffusion", "metrics"];
+const BENCH_TARGETS: [&str; 4] = ["models", "diffusion", "metrics", "distributed"];
 
 fn bench(quick: bool, threads: Option<usize>, only: &[String]) -> Result<()> {
     setup(false)?;

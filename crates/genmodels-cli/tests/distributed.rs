@@ -7,36 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_genmodels"));
-    c.env_remove("GENMODELS_DEVICE")
-        .env_remove("WORLD_SIZE")
-        .env_remove("RANK");
-    c
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn write_idx(dir: &Path, n: u32, side: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut img = vec![0, 0, 8, 3];
-    for d in [n, side, side] {
-        img.extend_from_slice(&d.to_be_bytes());
-    }
-    img.extend((0..n * side * side).map(|i| ((i * 37 + i / 7) % 256) as u8));
-    std::fs::write(dir.join("train-images-idx3-ubyte"), img).unwrap();
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend_from_slice(&n.to_be_bytes());
-    lab.extend((0..n).map(|i| (i % 10) as u8));
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), lab).unwrap();
-}
+mod common;
+use common::{bin, checkpoint_step, ok, write_idx};
 
 fn write_text(path: &Path) {
     let line = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.\n";
@@ -291,14 +263,6 @@ fn fault(run: &Path, data: &str, signal: i32, timeout: &str) -> (Output, Duratio
     let t1 = Instant::now();
     let out = child.wait_with_output().unwrap();
     (out, t1.elapsed())
-}
-
-fn checkpoint_step(run: &Path) -> u64 {
-    let bytes = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_str(&meta.metadata().as_ref().unwrap()["genmodels"]).unwrap();
-    json["state"]["step"].as_u64().unwrap()
 }
 
 #[test]

@@ -4,37 +4,11 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_genmodels"));
-    c.env_remove("GENMODELS_DEVICE");
-    c
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn write_idx(dir: &Path, n: u32, side: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut img = vec![0, 0, 8, 3];
-    for d in [n, side, side] {
-        img.extend_from_slice(&d.to_be_bytes());
-    }
-    img.extend((0..n * side * side).map(|i| ((i * 37) % 256) as u8));
-    std::fs::write(dir.join("train-images-idx3-ubyte"), img).unwrap();
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend_from_slice(&n.to_be_bytes());
-    lab.extend((0..n).map(|i| (i % 10) as u8));
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), lab).unwrap();
-}
+mod common;
+use common::{bin, checkpoint_step, ok, write_idx};
 
 /// `train dcgan` on tiny data, one thread, a checkpoint every step.
 fn tiny_dcgan(data: &Path, run: &Path, steps: u64) -> Command {
@@ -68,18 +42,6 @@ fn resume(run: &Path, steps: u64) -> Command {
         "cpu",
     ]);
     c
-}
-
-/// The checkpoint's step, after checking the file is a complete safetensors file whose
-/// tensors all parse.
-fn checkpoint_step(run: &Path) -> u64 {
-    let bytes = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert!(st.tensors().len() > 4);
-    let json: serde_json::Value =
-        serde_json::from_str(&meta.metadata().as_ref().unwrap()["genmodels"]).unwrap();
-    json["state"]["step"].as_u64().unwrap()
 }
 
 /// Every tensor of a checkpoint, by name, as raw bytes.

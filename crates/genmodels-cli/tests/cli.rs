@@ -4,34 +4,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+use common::{bin, ok, write_idx};
+
 fn genmodels(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genmodels"))
-        .args(args)
-        .env_remove("GENMODELS_DEVICE")
-        .output()
-        .expect("run genmodels")
-}
-
-fn write_idx(dir: &Path, n: u32, side: u32) {
-    let mut img = vec![0, 0, 8, 3];
-    for d in [n, side, side] {
-        img.extend_from_slice(&d.to_be_bytes());
-    }
-    img.extend((0..n * side * side).map(|i| ((i * 37) % 256) as u8));
-    std::fs::write(dir.join("train-images-idx3-ubyte"), img).unwrap();
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend_from_slice(&n.to_be_bytes());
-    lab.extend((0..n).map(|i| (i % 10) as u8));
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), lab).unwrap();
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    bin().args(args).output().expect("run genmodels")
 }
 
 #[test]

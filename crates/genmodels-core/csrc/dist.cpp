@@ -64,6 +64,36 @@ void finish(std::vector<c10::intrusive_ptr<c10d::Work>> works, std::vector<at::T
   }
 }
 
+// Runs `f` and turns any exception into false plus the message for genmodels_last_error.
+template <typename F> bool guarded(F f) {
+  try {
+    f();
+    return true;
+  } catch (const c10::Error &e) {
+    genmodels_set_last_error(e.what_without_backtrace());
+    return false;
+  } catch (const std::exception &e) {
+    genmodels_set_last_error(e.what());
+    return false;
+  }
+}
+
+// One collective per tensor (`launch(group, {tensor})`), all in flight at once (the group's
+// worker threads take them in order), then waited for.
+template <typename L> bool each(void *group, void *const *ptrs, int64_t n, L launch) {
+  return guarded([&] {
+    auto &g = *static_cast<Group *>(group);
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    works.reserve(n);
+    auto ts = tensors(ptrs, n);
+    for (auto &t : ts) {
+      std::vector<at::Tensor> one{t};
+      works.push_back(launch(g, one));
+    }
+    finish(std::move(works), std::move(ts), g);
+  });
+}
+
 } // namespace
 
 extern "C" {
@@ -99,71 +129,33 @@ void *genmodels_dist_new(const char *host, int port, int rank, int size, int64_t
 
 void genmodels_dist_free(void *group) { delete static_cast<Group *>(group); }
 
-// Sums each tensor over the ranks, in place. The tensors are all-reduced one collective each,
-// all in flight at once (the group's worker threads take them in order), then waited for.
+// Sums each tensor over the ranks, in place.
 bool genmodels_dist_allreduce_sum(void *group, void *const *ptrs, int64_t n) {
-  try {
-    auto &g = *static_cast<Group *>(group);
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    works.reserve(n);
-    auto ts = tensors(ptrs, n);
-    for (auto &t : ts) {
-      std::vector<at::Tensor> one{t};
-      c10d::AllreduceOptions opts;
-      opts.reduceOp = c10d::ReduceOp::SUM;
-      opts.timeout = g.timeout;
-      works.push_back(g.backend->allreduce(one, opts));
-    }
-    finish(std::move(works), std::move(ts), g);
-    return true;
-  } catch (const c10::Error &e) {
-    genmodels_set_last_error(e.what_without_backtrace());
-    return false;
-  } catch (const std::exception &e) {
-    genmodels_set_last_error(e.what());
-    return false;
-  }
+  return each(group, ptrs, n, [](Group &g, std::vector<at::Tensor> &one) {
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.timeout = g.timeout;
+    return g.backend->allreduce(one, opts);
+  });
 }
 
 // Overwrites each tensor with rank `root`'s.
 bool genmodels_dist_broadcast(void *group, void *const *ptrs, int64_t n, int root) {
-  try {
-    auto &g = *static_cast<Group *>(group);
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    works.reserve(n);
-    auto ts = tensors(ptrs, n);
-    for (auto &t : ts) {
-      std::vector<at::Tensor> one{t};
-      c10d::BroadcastOptions opts;
-      opts.rootRank = root;
-      opts.timeout = g.timeout;
-      works.push_back(g.backend->broadcast(one, opts));
-    }
-    finish(std::move(works), std::move(ts), g);
-    return true;
-  } catch (const c10::Error &e) {
-    genmodels_set_last_error(e.what_without_backtrace());
-    return false;
-  } catch (const std::exception &e) {
-    genmodels_set_last_error(e.what());
-    return false;
-  }
+  return each(group, ptrs, n, [root](Group &g, std::vector<at::Tensor> &one) {
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    opts.timeout = g.timeout;
+    return g.backend->broadcast(one, opts);
+  });
 }
 
 bool genmodels_dist_barrier(void *group) {
-  try {
+  return guarded([&] {
     auto &g = *static_cast<Group *>(group);
     c10d::BarrierOptions opts;
     opts.timeout = g.timeout;
     finish({g.backend->barrier(opts)}, {}, g);
-    return true;
-  } catch (const c10::Error &e) {
-    genmodels_set_last_error(e.what_without_backtrace());
-    return false;
-  } catch (const std::exception &e) {
-    genmodels_set_last_error(e.what());
-    return false;
-  }
+  });
 }
 
 } // extern "C"
